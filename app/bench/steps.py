@@ -1,0 +1,67 @@
+"""Benchmark: wall time of one denoising step for a preset's backbone at several batch sizes and canvases."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+import torch
+from transformers import DiffusionGemmaForBlockDiffusion
+
+from app.model.backbone import prefill
+from app.model.checkpoint import default_device, default_dtype
+from app.model.denoiser import DenoiseBatch, DenoiseJob, SamplingParams
+from app.model.presets import PRESETS, backbone_config
+
+PROMPT_TOKENS = 200  # about the real prompt: 188 audio slots and a short instruction
+
+
+def _model(preset: str, canvas: int, device: torch.device) -> DiffusionGemmaForBlockDiffusion:
+    dims = PRESETS[preset]
+    ids = {"pad": 0, "eos": 1, "bos": 2, "image": 5, "boi": 6, "eoi": 7}
+    torch.manual_seed(0)
+    config = backbone_config(dims, ids)
+    config.canvas_length = canvas
+    with torch.device(device):
+        model = DiffusionGemmaForBlockDiffusion(config)
+    return model.to(dtype=default_dtype(device)).eval()
+
+
+def run_step_benchmark(
+    preset: str, batches: list[int], canvases: list[int], steps: int, repeats: int, device_name: str = "auto"
+) -> list[dict]:
+    """Median step time per (batch, canvas); every row runs its full budget (no early stop)."""
+    device = default_device() if device_name == "auto" else torch.device(device_name)
+    rows = []
+    for canvas in canvases:
+        model = _model(preset, canvas, device)
+        vocab = model.config.text_config.vocab_size
+        # A stopping threshold no random model reaches: every row runs exactly `steps` steps.
+        params = SamplingParams(confidence_threshold=1e-12)
+        with torch.no_grad():
+            ids = torch.randint(8, vocab, (1, PROMPT_TOKENS), device=device)
+            cached = prefill(model, model.model.encoder.get_input_embeddings()(ids))
+        for batch_size in batches:
+            times: list[float] = []
+            for repeat in range(repeats + 1):
+                batch = DenoiseBatch(model, params)
+                for row in range(batch_size):
+                    gen = torch.Generator(device=device).manual_seed(row)
+                    batch.add(row, DenoiseJob(cached, steps, gen))
+                stats = []
+                while len(batch):
+                    started = time.perf_counter()
+                    batch.step()
+                    stats.append((time.perf_counter() - started) * 1000.0)
+                if repeat:  # the first pass warms up allocators and kernels
+                    times.extend(stats[1:])  # the first step of each pass also rebuilds the batch cache
+            median = statistics.median(times)
+            rows.append({
+                "preset": preset, "device": str(device), "cpu": platform.processor() or platform.machine(),
+                "threads": torch.get_num_threads(), "batch": batch_size, "canvas": canvas, "vocab": vocab,
+                "step_ms_median": round(median, 2), "per_row_ms": round(median / batch_size, 2),
+                "line": f"{preset} batch={batch_size:<3} canvas={canvas:<4} step={median:8.2f} ms "
+                        f"({median / batch_size:7.2f} ms/row)",
+            })
+    return rows

@@ -1,0 +1,131 @@
+"""`diffusion-asr serve | transcribe | stream | bench | bench-steps | make-checkpoint | train | eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from app.model.asr_config import SUPPORTED_LANGUAGES
+
+log = logging.getLogger("diffusion_asr")
+
+
+def _quiet_libraries() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help="model directory (encoder/, backbone/, adapter/)")
+    parser.add_argument("--encoder", type=Path, help="Whisper directory, overrides MODEL/encoder")
+    parser.add_argument("--backbone", type=Path, help="DiffusionGemma directory, overrides MODEL/backbone")
+    parser.add_argument("--adapter", type=Path, help="adapter directory, overrides MODEL/adapter")
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None)
+
+
+def _settings_from(args: argparse.Namespace):
+    from app.config import Settings
+
+    overrides = {k: v for k in ("model", "encoder", "backbone", "adapter", "device", "host", "port")
+                 if (v := getattr(args, k, None)) is not None}
+    return Settings(**overrides)
+
+
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from app.audio.decode import AudioLimits, decode_audio
+    from app.formats import render
+    from app.model.loading import load_from_settings
+    from app.model.pipeline import DecodeOptions
+
+    settings = _settings_from(args)
+    pipeline = load_from_settings(settings)
+    limits = AudioLimits(max_bytes=int(settings.max_upload_mb * 1024 * 1024), max_seconds=settings.max_audio_seconds)
+    options = DecodeOptions(language=args.language, prompt=args.prompt, steps=args.steps, seed=args.seed)
+    for path in args.files:
+        started = time.perf_counter()
+        audio = decode_audio(Path(path).read_bytes(), limits)
+        decode_ms = (time.perf_counter() - started) * 1000.0
+        result = pipeline.transcribe(audio, options)
+        result.timing.audio_decode_ms = decode_ms
+        result.timing.total_ms += decode_ms
+        if len(args.files) > 1 and args.format == "text":
+            print(f"== {path}")
+        print(render(result, args.format, pipeline.name), end="" if args.format != "json" else "\n")
+    return 0
+
+
+def _cmd_make_checkpoint(args: argparse.Namespace) -> int:
+    from app.model.checkpoint import write_random_checkpoint
+
+    out = write_random_checkpoint(args.out, args.preset, seed=args.seed)
+    print(out)
+    return 0
+
+
+def _cmd_bench_steps(args: argparse.Namespace) -> int:
+    from app.bench.steps import run_step_benchmark
+
+    rows = run_step_benchmark(args.preset, args.batch, args.canvas, args.steps, args.repeats, args.device)
+    print(json.dumps(rows, indent=2) if args.json else "\n".join(r["line"] for r in rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="diffusion-asr", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files")
+    p.add_argument("files", nargs="+")
+    _model_args(p)
+    p.add_argument("--language", choices=SUPPORTED_LANGUAGES)
+    p.add_argument("--prompt", help="context text placed in the prompt")
+    p.add_argument("--steps", type=int, choices=range(1, 65), metavar="N", help="denoising steps, 1..64")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=("text", "json", "srt", "vtt"), default="text")
+    p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser("make-checkpoint", help="write a random-init model of a preset's shape")
+    p.add_argument("--preset", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_make_checkpoint)
+
+    p = sub.add_parser("bench-steps", help="time denoising steps of a preset at several batch sizes")
+    p.add_argument("--preset", default="tiny-random")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--canvas", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_bench_steps)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run one command; user errors print one line and exit non-zero."""
+    from app.audio.errors import AudioError
+    from app.model.checkpoint import CheckpointError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (AudioError, CheckpointError, FileNotFoundError, IsADirectoryError, PermissionError, ValueError) as exc:
+        print(f"diffusion-asr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The adapter's `asr_config.json`: how audio enters the prompt and how the canvas is decoded."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "de", "fr", "es", "hi", "zh")
+
+LANGUAGE_NAMES: dict[str, str] = {
+    "en": "English",
+    "de": "German",
+    "fr": "French",
+    "es": "Spanish",
+    "hi": "Hindi",
+    "zh": "Mandarin",
+}
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    """Prompt format, canvas and sampling defaults of one trained adapter."""
+
+    # The prompt; `{audio}` becomes `audio_slots` copies of `audio_token`, `{hint}` the language/context hints.
+    prompt_template: str = "<bos><start_of_turn>user\n{audio}\nTranscribe the audio.{hint}<end_of_turn>\n<start_of_turn>model\n"
+    audio_token: str = "<audio>"
+    audio_slots: int = 188
+    language_hint: str = " Language: {language}."
+    context_hint: str = " Context: {prompt}"
+    canvas_length: int = 256
+    default_steps: int = 8
+    languages: tuple[str, ...] = SUPPORTED_LANGUAGES
+    # How the model writes its language tag at the start of the canvas (e.g. "<|{lang}|>"), or None if it does not.
+    language_tag_format: str | None = None
+    # Entropy-bound sampler and schedule (the stock DiffusionGemma defaults).
+    entropy_bound: float = 0.1
+    t_min: float = 0.4
+    t_max: float = 0.8
+    stability_threshold: int = 1
+    confidence_threshold: float = 0.005
+
+    def language_tag(self, lang: str) -> str | None:
+        """The tag token text for `lang`, when the checkpoint's format defines one."""
+        return self.language_tag_format.format(lang=lang) if self.language_tag_format else None
+
+    def save(self, path: Path) -> None:
+        """Write as JSON."""
+        data = asdict(self)
+        data["languages"] = list(self.languages)
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "AsrConfig":
+        """Read from JSON; unknown keys are an error so a typo does not pass silently."""
+        data = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {unknown}")
+        if "languages" in data:
+            data["languages"] = tuple(data["languages"])
+        return cls(**data)

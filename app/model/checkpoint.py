@@ -1,0 +1,172 @@
+"""Checkpoint layout: load the three parts offline, or write a small model of the same classes.
+
+```
+MODEL/
+  encoder/    Hugging Face Whisper (config.json + weights)
+  backbone/   Hugging Face DiffusionGemma (config.json + weights) and its tokenizer
+  adapter/    projector.safetensors, lora/ (peft), asr_config.json
+```
+The three parts may also live in three unrelated directories (that is how the real weights come).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import DiffusionGemmaForBlockDiffusion, PreTrainedTokenizerFast, WhisperModel
+
+from app.model.asr_config import AsrConfig
+from app.model.backbone import attach_new_lora, lora_config
+from app.model.presets import PRESETS, ModelDims, backbone_config, whisper_config
+from app.model.projector import Projector
+from app.model.tokenizer import LANGUAGE_TAG_FORMAT, SEED_CORPUS, build_tokenizer, special_ids
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+
+
+class CheckpointError(Exception):
+    """A model part is missing or incomplete; the message names the path and the missing file."""
+
+
+@dataclass(frozen=True)
+class CheckpointPaths:
+    """Where the three parts of a model live."""
+
+    encoder: Path
+    backbone: Path
+    adapter: Path
+
+    @classmethod
+    def from_model_dir(cls, model: Path) -> "CheckpointPaths":
+        """The standard layout under one directory."""
+        return cls(model / "encoder", model / "backbone", model / "adapter")
+
+    @classmethod
+    def resolve(
+        cls, model: Path | None, encoder: Path | None, backbone: Path | None, adapter: Path | None
+    ) -> "CheckpointPaths":
+        """A whole-model directory, with any of the three parts overridden by its own directory."""
+        base = cls.from_model_dir(model) if model is not None else None
+        parts = {"encoder": encoder, "backbone": backbone, "adapter": adapter}
+        missing = [name for name, path in parts.items() if path is None and base is None]
+        if missing:
+            raise CheckpointError(f"no model directory given and no path for: {', '.join(missing)}")
+        return cls(
+            encoder=encoder or base.encoder,  # type: ignore[union-attr]
+            backbone=backbone or base.backbone,  # type: ignore[union-attr]
+            adapter=adapter or base.adapter,  # type: ignore[union-attr]
+        )
+
+    def validate(self) -> None:
+        """Fail at once, naming the path and file, if any part is missing or incomplete."""
+        _require_dir(self.encoder, "encoder")
+        _require(self.encoder, "config.json")
+        _require_any(self.encoder, WEIGHT_FILES)
+        _require_dir(self.backbone, "backbone")
+        _require(self.backbone, "config.json")
+        _require_any(self.backbone, WEIGHT_FILES)
+        _require_any(self.backbone, TOKENIZER_FILES)
+        _require_dir(self.adapter, "adapter")
+        _require(self.adapter, "asr_config.json")
+        _require(self.adapter, "projector.safetensors")
+        _require(self.adapter / "lora", "adapter_config.json")
+        _require_any(self.adapter / "lora", ("adapter_model.safetensors", "adapter_model.bin"))
+
+
+def _require_dir(path: Path, part: str) -> None:
+    if not path.is_dir():
+        raise CheckpointError(f"{part} directory not found: {path}")
+
+
+def _require(path: Path, name: str) -> None:
+    if not (path / name).is_file():
+        raise CheckpointError(f"missing file {name} in {path}")
+
+
+def _require_any(path: Path, names: tuple[str, ...]) -> None:
+    if not any((path / name).is_file() for name in names):
+        raise CheckpointError(f"missing file in {path}: expected one of {', '.join(names)}")
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA, fp32 on CPU (bf16 matmuls are several times slower on common CPUs)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_projector(adapter: Path, device: torch.device, dtype: torch.dtype) -> Projector:
+    """The projector, sized from its own saved weights and `projector.json`."""
+    meta = json.loads((adapter / "projector.json").read_text()) if (adapter / "projector.json").is_file() else {}
+    state = load_file(str(adapter / "projector.safetensors"))
+    width, encoder_width, subsample = state["conv.weight"].shape
+    hidden = state["proj.weight"].shape[0]
+    projector = Projector(encoder_width, width, hidden, meta.get("subsample", subsample))
+    projector.load_state_dict(state)
+    return projector.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def load_tokenizer(backbone: Path) -> PreTrainedTokenizerFast:
+    """The backbone's tokenizer, offline."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(backbone), local_files_only=True)
+
+
+def write_random_checkpoint(out: Path, preset: str, seed: int = 0) -> Path:
+    """Write a random-init model of the preset's shape in the standard layout; deterministic from `seed`."""
+    if preset not in PRESETS:
+        raise CheckpointError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    dims = PRESETS[preset]
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(SEED_CORPUS, vocab_size=dims.vocab_size)
+    paths = CheckpointPaths.from_model_dir(out)
+    _write_encoder(paths.encoder, dims)
+    _write_backbone_and_adapter(paths, dims, tokenizer, preset, seed)
+    return out
+
+
+def _write_encoder(path: Path, dims: ModelDims) -> None:
+    from app.model.encoder import feature_extractor_for
+
+    whisper = WhisperModel(whisper_config(dims))
+    whisper.save_pretrained(str(path))
+    feature_extractor_for(whisper.get_encoder()).save_pretrained(str(path))
+
+
+def _write_backbone_and_adapter(
+    paths: CheckpointPaths, dims: ModelDims, tokenizer: PreTrainedTokenizerFast, preset: str, seed: int
+) -> None:
+    vocab = max(dims.vocab_size, len(tokenizer))
+    model = DiffusionGemmaForBlockDiffusion(backbone_config(ModelDims(**{**asdict(dims), "vocab_size": vocab}),
+                                                           special_ids(tokenizer)))
+    model.save_pretrained(str(paths.backbone))
+    tokenizer.save_pretrained(str(paths.backbone))
+    peft_model = attach_new_lora(model, lora_config(dims.lora_rank, dims.lora_alpha))
+    # peft initialises LoRA B to zero; a random checkpoint gets small non-zero B so the adapter path is exercised.
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    paths.adapter.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(str(paths.adapter / "lora"))
+    projector = Projector(dims.encoder_width, dims.projector_width, dims.hidden, dims.subsample)
+    save_file(projector.state_dict(), str(paths.adapter / "projector.safetensors"))
+    (paths.adapter / "projector.json").write_text(json.dumps({"subsample": dims.subsample}) + "\n")
+    AsrConfig(
+        prompt_template="<bos><start_of_turn>{audio}{hint}<end_of_turn>",
+        audio_slots=dims.audio_slots,
+        canvas_length=dims.canvas_length,
+        language_tag_format=LANGUAGE_TAG_FORMAT,
+    ).save(paths.adapter / "asr_config.json")
+    (paths.adapter / "MODEL_CARD.md").write_text(
+        f"# {preset} (random weights)\n\nWritten by `diffusion-asr make-checkpoint --preset {preset} --seed {seed}`. "
+        "Its transcripts are random text: it exists to exercise the serving code.\n"
+    )

@@ -1,0 +1,257 @@
+"""Stage 4: the batched denoising loop over fixed-length canvases, with per-step timing.
+
+Built from transformers' DiffusionGemma pieces (the decoder forward, the linear temperature schedule, the
+entropy-bound acceptance rule and the stable-and-confident stopping rule), rearranged so that every row
+keeps its own state: rows join between steps, stop on their own and leave the batch at once, and draw
+random numbers only from their own generator, so a row's result does not depend on its neighbours.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+from transformers import DiffusionGemmaForBlockDiffusion, DynamicCache
+from transformers.models.diffusion_gemma.generation_diffusion_gemma import LinearTemperatureScheduleLogitsProcessor
+
+from app.model.backbone import Prefill
+from app.model.sampling import InverseCdfSampler, TokenSampler, entropy_bound_mask, token_entropy
+
+DraftCallback = Callable[[int, int, torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """The denoising schedule shared by all rows of a batch (per-row: only the step budget)."""
+
+    entropy_bound: float = 0.1
+    t_min: float = 0.4
+    t_max: float = 0.8
+    stability_threshold: int = 1
+    confidence_threshold: float = 0.005
+
+
+@dataclass
+class DenoiseJob:
+    """What one row needs: its prefilled prompt, step budget, own generator and an optional draft hook."""
+
+    prefill: Prefill
+    steps: int
+    generator: torch.Generator
+    on_step: DraftCallback | None = None
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """One executed denoising step as one row saw it."""
+
+    step: int
+    ms: float
+    accepted: int
+    mean_entropy: float
+
+
+@dataclass
+class DenoiseResult:
+    """The final argmax canvas of a row and how it got there."""
+
+    tokens: list[int]
+    steps: list[StepStats]
+    denoise_ms: float
+    batch_size: int  # the largest batch this row was denoised in
+
+    @property
+    def steps_used(self) -> int:
+        return len(self.steps)
+
+
+@dataclass
+class _Row:
+    job: DenoiseJob
+    remaining: int
+    history: deque
+    started: float
+    stats: list[StepStats] = field(default_factory=list)
+    max_batch: int = 0
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class DenoiseBatch:
+    """A set of rows denoised together; call `step()` until it is empty.
+
+    Rows are added with `add()` and removed with `remove()` only between steps. The shared KV cache is
+    rebuilt (rows left-padded to the longest prompt) only when the set of rows changes.
+    """
+
+    def __init__(
+        self,
+        model: DiffusionGemmaForBlockDiffusion,
+        params: SamplingParams,
+        sampler: TokenSampler | None = None,
+    ) -> None:
+        self.model = model
+        self.params = params
+        self.sampler = sampler or InverseCdfSampler()
+        self.canvas_length = model.config.canvas_length
+        self.vocab_size = model.config.text_config.vocab_size
+        self.device = model.lm_head.weight.device
+        self.embed_dtype = model.model.decoder.embed_tokens.weight.dtype
+        self._keys: list[Hashable] = []
+        self._rows: dict[Hashable, _Row] = {}
+        self._canvas = torch.empty((0, self.canvas_length), dtype=torch.long, device=self.device)
+        self._self_cond: torch.Tensor | None = None  # [B, C, V] processed logits of the previous step
+        self._has_self_cond = torch.empty(0, dtype=torch.bool, device=self.device)
+        self._cache: DynamicCache | None = None
+        self._mask: dict | None = None
+        self._positions: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._rows
+
+    def add(self, key: Hashable, job: DenoiseJob) -> None:
+        """Join a row; its canvas starts as uniform random ids from its own generator."""
+        if key in self._rows:
+            raise KeyError(f"row {key!r} is already in the batch")
+        if job.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {job.steps}")
+        canvas = torch.randint(
+            0, self.vocab_size, (1, self.canvas_length), generator=job.generator, device=self.device
+        )
+        history = deque(maxlen=self.params.stability_threshold)
+        self._rows[key] = _Row(job=job, remaining=job.steps, history=history, started=time.perf_counter())
+        self._keys.append(key)
+        self._canvas = torch.cat([self._canvas, canvas])
+        self._has_self_cond = torch.cat([self._has_self_cond, torch.zeros(1, dtype=torch.bool, device=self.device)])
+        if self._self_cond is not None:
+            zeros = self._self_cond.new_zeros((1, *self._self_cond.shape[1:]))
+            self._self_cond = torch.cat([self._self_cond, zeros])
+        self._cache = None
+
+    def remove(self, key: Hashable) -> None:
+        """Drop a row (finished or cancelled)."""
+        index = self._keys.index(key)
+        keep = [i for i in range(len(self._keys)) if i != index]
+        self._keys.pop(index)
+        del self._rows[key]
+        self._canvas = self._canvas[keep]
+        self._has_self_cond = self._has_self_cond[keep]
+        if self._self_cond is not None:
+            self._self_cond = self._self_cond[keep] if keep else None
+        self._cache = None
+
+    def _rebuild(self) -> None:
+        """Left-pad every row's prompt cache to the longest and stack them into one batch cache."""
+        prefills = [self._rows[k].job.prefill for k in self._keys]
+        longest = max(p.length for p in prefills)
+        cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
+        for index, layer in enumerate(cache.layers):
+            keys = torch.cat([F.pad(p.layers[index][0], (0, 0, longest - p.length, 0)) for p in prefills])
+            values = torch.cat([F.pad(p.layers[index][1], (0, 0, longest - p.length, 0)) for p in prefills])
+            layer.update(keys, values)
+        mask = torch.ones((len(prefills), longest + self.canvas_length), dtype=torch.bool, device=self.device)
+        for row, p in enumerate(prefills):
+            mask[row, : longest - p.length] = False
+        lengths = torch.tensor([p.length for p in prefills], device=self.device)
+        # Each row's canvas continues its own prompt, whatever the padding in front of it.
+        self._positions = (lengths[:, None] + torch.arange(self.canvas_length, device=self.device)).int()
+        self._mask = self.model.model.decoder.create_diffusion_decoder_attention_mask(
+            config=self.model.config, inputs_embeds=self._canvas.unsqueeze(-1), cache=cache,
+            decoder_attention_mask=mask,
+        )
+        self._cache = cache
+
+    def _temperature_scaled(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
+        """Apply the stock linear schedule with each row's own position in its own step budget."""
+        budgets = torch.tensor([r.job.steps for r in rows], device=self.device)[:, None, None]
+        remaining = torch.tensor([r.remaining for r in rows], device=self.device)[:, None, None]
+        schedule = LinearTemperatureScheduleLogitsProcessor(self.params.t_min, self.params.t_max, budgets)
+        return schedule(None, logits, cur_step=remaining)
+
+    @torch.no_grad()
+    def step(self) -> list[tuple[Hashable, DenoiseResult]]:
+        """Run one denoising step for every row; return (and remove) the rows that finished."""
+        if not self._keys:
+            return []
+        if self._cache is None:
+            self._rebuild()
+        rows = [self._rows[k] for k in self._keys]
+        generators = [r.job.generator for r in rows]
+        _synchronize(self.device)
+        start = time.perf_counter()
+
+        any_self_cond = bool(self._has_self_cond.any())
+        logits = self.model(
+            decoder_input_ids=self._canvas,
+            cache=self._cache,
+            self_conditioning_logits=self._self_cond if any_self_cond else None,
+            self_conditioning_mask=self._has_self_cond if any_self_cond else None,
+            decoder_attention_mask=self._mask,
+            decoder_position_ids=self._positions,
+        ).logits
+        scaled = self._temperature_scaled(logits, rows)
+        del logits
+        probs = torch.softmax(scaled, dim=-1, dtype=torch.float32)
+        entropy = token_entropy(scaled, probs)
+        proposal = self.sampler.sample(probs, generators)
+        del probs
+        argmax = scaled.argmax(dim=-1)
+        accepted = entropy_bound_mask(entropy, self.params.entropy_bound)
+        kept = torch.where(accepted, proposal, self._canvas)
+        noise = torch.cat(
+            [torch.randint(0, self.vocab_size, (1, self.canvas_length), generator=g, device=self.device)
+             for g in generators]
+        )
+        self._canvas = torch.where(accepted, kept, noise)
+        self._self_cond = scaled.to(self.embed_dtype)
+        self._has_self_cond = torch.ones(len(rows), dtype=torch.bool, device=self.device)
+        mean_entropy = entropy.mean(dim=-1)
+        confident = (mean_entropy < self.params.confidence_threshold).tolist()
+        accepted_counts = accepted.sum(dim=-1).tolist()
+        _synchronize(self.device)
+        ms = (time.perf_counter() - start) * 1000.0
+
+        finished: list[tuple[Hashable, DenoiseResult]] = []
+        argmax_cpu = argmax.cpu()
+        for index, (key, row) in enumerate(zip(list(self._keys), rows)):
+            tokens = argmax_cpu[index]
+            stable = len(row.history) == row.history.maxlen and all(torch.equal(h, tokens) for h in row.history)
+            row.history.append(tokens)
+            step_number = row.job.steps - row.remaining + 1
+            row.remaining -= 1
+            row.max_batch = max(row.max_batch, len(rows))
+            row.stats.append(StepStats(step_number, ms, int(accepted_counts[index]), float(mean_entropy[index])))
+            if row.job.on_step is not None:
+                row.job.on_step(step_number, row.job.steps, tokens)
+            if (stable and confident[index]) or row.remaining == 0:
+                elapsed = (time.perf_counter() - row.started) * 1000.0
+                finished.append((key, DenoiseResult(tokens.tolist(), row.stats, elapsed, row.max_batch)))
+        for key, _ in finished:
+            self.remove(key)
+        return finished
+
+
+def denoise_all(
+    model: DiffusionGemmaForBlockDiffusion,
+    jobs: list[DenoiseJob],
+    params: SamplingParams,
+    sampler: TokenSampler | None = None,
+) -> list[DenoiseResult]:
+    """Denoise a fixed set of rows together until each has stopped; results in input order."""
+    batch = DenoiseBatch(model, params, sampler)
+    for index, job in enumerate(jobs):
+        batch.add(index, job)
+    results: dict[int, DenoiseResult] = {}
+    while len(batch):
+        results.update(batch.step())
+    return [results[i] for i in range(len(jobs))]

@@ -1,0 +1,186 @@
+"""The whole model path: audio windows -> encoder -> projector -> prompt prefill -> denoising -> text.
+
+`AsrPipeline` holds the loaded parts and exposes each stage separately, so the engine's worker can run
+encoding, prefill and denoising steps on its own schedule; `transcribe()` chains them for one input.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.audio.vad import VoiceActivityDetector, split_windows
+from app.model import encoder as whisper
+from app.model.asr_config import AsrConfig
+from app.model.backbone import Prefill, PromptBuilder, load_lora, prefill, prompt_embeddings
+from app.model.checkpoint import (
+    CheckpointError, CheckpointPaths, default_device, default_dtype, load_projector, load_tokenizer,
+)
+from app.model.denoiser import DenoiseJob, SamplingParams, denoise_all
+from app.model.sampling import TokenSampler
+from app.model.transcript import Segment, Timing, TranscriptDecoder, Transcription, join_segments
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Per-request choices that change the result."""
+
+    language: str | None = None
+    prompt: str | None = None
+    steps: int | None = None
+    seed: int = 0
+
+
+def window_generator(seed: int, window_index: int, device: torch.device) -> torch.Generator:
+    """The random generator of one window of one request: a function of the request's seed only."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + window_index)
+
+
+class AsrPipeline:
+    """Loaded encoder, projector, backbone (with LoRA) and tokenizer, plus the stage functions."""
+
+    def __init__(
+        self,
+        paths: CheckpointPaths,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        canvas_length: int | None = None,
+        sampler: TokenSampler | None = None,
+    ) -> None:
+        from transformers import DiffusionGemmaForBlockDiffusion
+
+        paths.validate()
+        self.paths = paths
+        self.device = device or default_device()
+        self.dtype = dtype or default_dtype(self.device)
+        self.config = AsrConfig.load(paths.adapter / "asr_config.json")
+        if canvas_length is not None:
+            self.config = replace(self.config, canvas_length=canvas_length)
+        self.encoder = whisper.load_encoder(str(paths.encoder), self.device, self.dtype)
+        self.frames = whisper.window_frames(self.encoder)
+        self.extractor = whisper.feature_extractor_for(self.encoder)
+        self.projector = load_projector(paths.adapter, self.device, self.dtype)
+        backbone = DiffusionGemmaForBlockDiffusion.from_pretrained(
+            str(paths.backbone), local_files_only=True, dtype=self.dtype
+        )
+        backbone.config.canvas_length = self.config.canvas_length
+        self.backbone = load_lora(backbone.to(self.device), str(paths.adapter / "lora"))
+        self.backbone.eval().requires_grad_(False)
+        self.tokenizer = load_tokenizer(paths.backbone)
+        self.prompts = PromptBuilder(self.tokenizer, self.config)
+        self.transcripts = TranscriptDecoder(self.tokenizer, self.config)
+        self.sampler = sampler
+        self.params = SamplingParams(
+            entropy_bound=self.config.entropy_bound,
+            t_min=self.config.t_min,
+            t_max=self.config.t_max,
+            stability_threshold=self.config.stability_threshold,
+            confidence_threshold=self.config.confidence_threshold,
+        )
+        self._check_shapes()
+        self._vad: VoiceActivityDetector | None = None
+
+    def _check_shapes(self) -> None:
+        slots = self.projector.slots(self.encoder.config.max_source_positions)
+        if slots != self.config.audio_slots:
+            raise CheckpointError(
+                f"{self.paths.adapter}: asr_config.json has audio_slots={self.config.audio_slots} but the "
+                f"projector gives {slots} for {self.encoder.config.max_source_positions} encoder frames"
+            )
+        hidden = self.backbone.config.text_config.hidden_size
+        if self.projector.proj.out_features != hidden:
+            raise CheckpointError(
+                f"{self.paths.adapter}: projector outputs {self.projector.proj.out_features} but the backbone's "
+                f"hidden size is {hidden}"
+            )
+        longest = len(self.prompts.build("en", "x" * 64).ids)
+        window = self.backbone.config.text_config.sliding_window
+        if longest >= window:
+            raise CheckpointError(f"prompt of {longest} tokens does not fit the backbone's sliding window {window}")
+
+    @property
+    def window_seconds(self) -> float:
+        """Seconds of audio per encoder window (from the encoder's config)."""
+        return whisper.window_seconds(self.encoder)
+
+    @property
+    def name(self) -> str:
+        """A display name: the adapter directory's parent for the standard layout, else the adapter's name."""
+        adapter = self.paths.adapter
+        return adapter.parent.name if adapter.name == "adapter" else adapter.name
+
+    @property
+    def vad(self) -> VoiceActivityDetector:
+        if self._vad is None:
+            self._vad = VoiceActivityDetector()
+        return self._vad
+
+    @torch.no_grad()
+    def encode(self, windows: list[np.ndarray]) -> torch.Tensor:
+        """Projected audio embeddings `[B, audio_slots, hidden]` for up to one window each."""
+        features = whisper.log_mel(self.extractor, windows, self.frames)
+        return self.projector(whisper.encode(self.encoder, features))
+
+    @torch.no_grad()
+    def prefill(self, audio: torch.Tensor, language: str | None, prompt: str | None) -> Prefill:
+        """Backbone encoder KV cache for one window's prompt with its audio embeddings `[slots, hidden]`."""
+        built = self.prompts.build(language, prompt)
+        return prefill(self.backbone, prompt_embeddings(self.backbone, built, audio))
+
+    def steps_for(self, options: DecodeOptions) -> int:
+        """The step budget: the request's, else the checkpoint's default."""
+        return options.steps or self.config.default_steps
+
+    def transcribe(self, audio: np.ndarray, options: DecodeOptions = DecodeOptions()) -> Transcription:
+        """Transcribe one input; audio longer than the window is split at pauses and denoised as one batch."""
+        started = time.perf_counter()
+        windows = split_windows(audio, self.window_seconds, self.vad)
+        segments = self.transcribe_windows([w.samples for w in windows], options)
+        for segment, window in zip(segments, windows):
+            segment.start, segment.end = window.start, window.end
+        result = join_segments(segments, duration=len(audio) / whisper.SAMPLE_RATE)
+        result.timing.total_ms = (time.perf_counter() - started) * 1000.0
+        return result
+
+    def transcribe_windows(self, windows: list[np.ndarray], options: DecodeOptions) -> list[Segment]:
+        """One segment per window, all windows denoised together (offsets left at 0 for the caller)."""
+        sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None)
+        t0 = time.perf_counter()
+        audio = self.encode(windows)
+        sync()
+        encoder_ms = (time.perf_counter() - t0) * 1000.0 / len(windows)
+        jobs, prefill_ms = [], []
+        for index, embeds in enumerate(audio):
+            t1 = time.perf_counter()
+            jobs.append(DenoiseJob(
+                prefill=self.prefill(embeds, options.language, options.prompt),
+                steps=self.steps_for(options),
+                generator=window_generator(options.seed, index, self.device),
+            ))
+            sync()
+            prefill_ms.append((time.perf_counter() - t1) * 1000.0)
+        results = denoise_all(self.backbone, jobs, self.params, self.sampler)
+        segments = []
+        for index, result in enumerate(results):
+            text, language = self.transcripts.decode(result.tokens, options.language)
+            timing = Timing(
+                encoder_ms=encoder_ms, prefill_ms=prefill_ms[index], denoise_ms=result.denoise_ms,
+                batch_size=result.batch_size, steps=result.steps,
+            )
+            timing.total_ms = timing.encoder_ms + timing.prefill_ms + timing.denoise_ms
+            segments.append(Segment(index, 0.0, 0.0, text, language, timing))
+        return segments
+
+
+def load_pipeline(model: Path | None = None, **overrides) -> AsrPipeline:
+    """Load from one model directory (standard layout) or from the three parts given separately."""
+    parts = {k: overrides.pop(k, None) for k in ("encoder", "backbone", "adapter")}
+    paths = CheckpointPaths.resolve(model, **parts)
+    return AsrPipeline(paths, **overrides)

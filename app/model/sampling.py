@@ -1,0 +1,70 @@
+"""Per-step pieces of the denoising loop that work on the vocabulary axis.
+
+Token sampling is a small swappable strategy. Both strategies draw exactly from the same categorical
+distribution; they differ in cost and in how they consume a row's random generator.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class TokenSampler(Protocol):
+    """Draws one token per canvas position from `probs` `[B, C, V]`, row b using `generators[b]`."""
+
+    def sample(self, probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor: ...
+
+
+class InverseCdfSampler:
+    """One uniform draw per position and a binary search in the cumulative distribution.
+
+    On CPU at a 262k vocabulary this is ~10x cheaper than `torch.multinomial`, and it batches across rows
+    while each row still draws only from its own generator.
+    """
+
+    def sample(self, probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+        batch, canvas, vocab = probs.shape
+        uniform = torch.stack(
+            [torch.rand((canvas, 1), generator=g, device=probs.device, dtype=probs.dtype) for g in generators]
+        )
+        cdf = probs.cumsum(dim=-1)
+        # Scaling by the row total absorbs the cumsum's rounding, so u never lands past the last bucket.
+        index = torch.searchsorted(cdf, uniform * cdf[..., -1:])
+        return index.squeeze(-1).clamp_(max=vocab - 1)
+
+
+class MultinomialSampler:
+    """`torch.multinomial` row by row: the exact random stream of `DiffusionGemmaForBlockDiffusion.generate()`."""
+
+    def sample(self, probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+        rows = [
+            torch.multinomial(probs[b], num_samples=1, generator=g).squeeze(-1) for b, g in enumerate(generators)
+        ]
+        return torch.stack(rows)
+
+
+SAMPLERS: dict[str, type[TokenSampler]] = {"inverse-cdf": InverseCdfSampler, "multinomial": MultinomialSampler}
+
+
+def token_entropy(logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """Entropy per position `[B, C]`, computed once per step and shared by acceptance and stopping.
+
+    Same formula as `torch.distributions.Categorical(logits=...).entropy()`, which the stock sampler and
+    stopping rule would each evaluate separately (one vocabulary-sized pass saved per use).
+    """
+    log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)
+    log_probs = log_probs.clamp(min=torch.finfo(log_probs.dtype).min)
+    return -(log_probs * probs).sum(dim=-1)
+
+
+def entropy_bound_mask(entropy: torch.Tensor, bound: float) -> torch.Tensor:
+    """Positions the entropy-bound rule accepts (same rule as `EntropyBoundSampler.accept_canvas`).
+
+    The k lowest-entropy positions are accepted such that their summed entropy minus the largest of them
+    stays within `bound`.
+    """
+    sorted_entropy, order = torch.sort(entropy, dim=-1)
+    selected = torch.cumsum(sorted_entropy, dim=-1) - sorted_entropy <= bound
+    return torch.zeros_like(selected).scatter(-1, order, selected)

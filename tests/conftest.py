@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny random checkpoint written once per test session, and the shared audio clips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SHARED_AUDIO = Path(__file__).resolve().parent.parent.parent / "shared" / "audio"
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".m4a", ".webm", ".sph"}
+
+
+def shared_audio_files() -> list[Path]:
+    """Every audio clip in ../shared/audio."""
+    return sorted(p for p in SHARED_AUDIO.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def shared_manifest() -> dict[str, dict]:
+    """The clips' manifest keyed by file name."""
+    rows = [json.loads(line) for line in (SHARED_AUDIO / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    return {Path(r.get("file") or r.get("path") or r.get("name")).name: r for r in rows}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny-random checkpoint in the standard layout."""
+    from app.model.checkpoint import write_random_checkpoint
+
+    return write_random_checkpoint(tmp_path_factory.mktemp("models") / "tiny", "tiny-random", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_model_dir: Path):
+    """The pipeline loaded from the tiny checkpoint (CPU, fp32)."""
+    import torch
+
+    from app.model.pipeline import load_pipeline
+
+    return load_pipeline(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32)
