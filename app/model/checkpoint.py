@@ -11,12 +11,14 @@ The three parts may also live in three unrelated directories (that is how the re
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from peft import PeftModel
 from transformers import DiffusionGemmaForBlockDiffusion, PreTrainedTokenizerFast, WhisperModel
 
 from app.model.asr_config import AsrConfig
@@ -128,45 +130,84 @@ def write_random_checkpoint(out: Path, preset: str, seed: int = 0) -> Path:
     dims = PRESETS[preset]
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(SEED_CORPUS, vocab_size=dims.vocab_size)
-    paths = CheckpointPaths.from_model_dir(out)
-    _write_encoder(paths.encoder, dims)
-    _write_backbone_and_adapter(paths, dims, tokenizer, preset, seed)
+    parts = build_model(dims, tokenizer)
+    # peft initialises LoRA B to zero; a random checkpoint gets small non-zero B so the adapter path is exercised.
+    for name, param in parts.backbone.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    card = (f"# {preset} (random weights)\n\nWritten by `diffusion-asr make-checkpoint --preset {preset} "
+            f"--seed {seed}`. Its transcripts are random text: it exists to exercise the serving code.\n")
+    save_checkpoint(out, parts, asr_config_for(dims), card)
     return out
 
 
-def _write_encoder(path: Path, dims: ModelDims) -> None:
-    from app.model.encoder import feature_extractor_for
+@dataclass
+class ModelParts:
+    """The trainable model in memory: Whisper (encoder used), projector, backbone wrapped with LoRA, tokenizer."""
 
-    whisper = WhisperModel(whisper_config(dims))
-    whisper.save_pretrained(str(path))
-    feature_extractor_for(whisper.get_encoder()).save_pretrained(str(path))
+    whisper: WhisperModel
+    projector: Projector
+    backbone: PeftModel
+    tokenizer: PreTrainedTokenizerFast
 
 
-def _write_backbone_and_adapter(
-    paths: CheckpointPaths, dims: ModelDims, tokenizer: PreTrainedTokenizerFast, preset: str, seed: int
-) -> None:
+def build_model(dims: ModelDims, tokenizer: PreTrainedTokenizerFast) -> ModelParts:
+    """Random-init parts of the preset's shape (call `torch.manual_seed` first for determinism)."""
     vocab = max(dims.vocab_size, len(tokenizer))
-    model = DiffusionGemmaForBlockDiffusion(backbone_config(ModelDims(**{**asdict(dims), "vocab_size": vocab}),
-                                                           special_ids(tokenizer)))
-    model.save_pretrained(str(paths.backbone))
-    tokenizer.save_pretrained(str(paths.backbone))
-    peft_model = attach_new_lora(model, lora_config(dims.lora_rank, dims.lora_alpha))
-    # peft initialises LoRA B to zero; a random checkpoint gets small non-zero B so the adapter path is exercised.
-    for name, param in peft_model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.02)
-    paths.adapter.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(str(paths.adapter / "lora"))
-    projector = Projector(dims.encoder_width, dims.projector_width, dims.hidden, dims.subsample)
-    save_file(projector.state_dict(), str(paths.adapter / "projector.safetensors"))
-    (paths.adapter / "projector.json").write_text(json.dumps({"subsample": dims.subsample}) + "\n")
-    AsrConfig(
+    sized = ModelDims(**{**asdict(dims), "vocab_size": vocab})
+    backbone = DiffusionGemmaForBlockDiffusion(backbone_config(sized, special_ids(tokenizer)))
+    return ModelParts(
+        whisper=WhisperModel(whisper_config(dims)),
+        projector=Projector(dims.encoder_width, dims.projector_width, dims.hidden, dims.subsample),
+        backbone=attach_new_lora(backbone, lora_config(dims.lora_rank, dims.lora_alpha)),
+        tokenizer=tokenizer,
+    )
+
+
+def asr_config_for(dims: ModelDims) -> AsrConfig:
+    """The prompt format of checkpoints the project builds: one language-tag token as the hint."""
+    return AsrConfig(
         prompt_template="<bos><start_of_turn>{audio}{hint}<end_of_turn>",
+        language_hint=LANGUAGE_TAG_FORMAT.replace("{lang}", "{language}"),
+        context_hint="",
         audio_slots=dims.audio_slots,
         canvas_length=dims.canvas_length,
         language_tag_format=LANGUAGE_TAG_FORMAT,
-    ).save(paths.adapter / "asr_config.json")
-    (paths.adapter / "MODEL_CARD.md").write_text(
-        f"# {preset} (random weights)\n\nWritten by `diffusion-asr make-checkpoint --preset {preset} --seed {seed}`. "
-        "Its transcripts are random text: it exists to exercise the serving code.\n"
     )
+
+
+def save_checkpoint(out: Path, parts: ModelParts, config: AsrConfig, model_card: str, half: bool = False) -> None:
+    """Write the standard layout; `half` stores weights as fp16 (they load back in the requested dtype)."""
+    from app.model.encoder import feature_extractor_for
+
+    paths = CheckpointPaths.from_model_dir(out)
+    dtype = torch.float16 if half else None
+    # Copies, so saving in fp16 mid-training leaves the training model in its own dtype.
+    whisper = copy.deepcopy(parts.whisper).to(dtype) if dtype else parts.whisper
+    whisper.save_pretrained(str(paths.encoder))
+    feature_extractor_for(whisper.get_encoder()).save_pretrained(str(paths.encoder))
+    # peft's wrapped layers keep the base weight under `base_layer`; the backbone is saved from a copy with
+    # the wrappers removed, then the adapter on its own.
+    base = parts.backbone.get_base_model()
+    plain = _without_lora(base)
+    (plain.to(dtype) if dtype else plain).save_pretrained(str(paths.backbone))
+    parts.tokenizer.save_pretrained(str(paths.backbone))
+    paths.adapter.mkdir(parents=True, exist_ok=True)
+    parts.backbone.save_pretrained(str(paths.adapter / "lora"))
+    state = {k: (v.half() if half else v).contiguous() for k, v in parts.projector.state_dict().items()}
+    save_file(state, str(paths.adapter / "projector.safetensors"))
+    (paths.adapter / "projector.json").write_text(json.dumps({"subsample": parts.projector.subsample}) + "\n")
+    config.save(paths.adapter / "asr_config.json")
+    (paths.adapter / "MODEL_CARD.md").write_text(model_card)
+
+
+def _without_lora(model: DiffusionGemmaForBlockDiffusion) -> DiffusionGemmaForBlockDiffusion:
+    """A copy of the backbone with every LoRA-wrapped layer replaced by its base layer."""
+    from peft.tuners.lora import LoraLayer
+
+    plain = copy.deepcopy(model)
+    for name, module in list(plain.named_modules()):
+        if isinstance(module, LoraLayer):
+            parent_name, _, child = name.rpartition(".")
+            setattr(plain.get_submodule(parent_name), child, module.get_base_layer())
+    return plain
