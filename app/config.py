@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     """How long the worker waits to fill a batch when it is idle."""
     continuous_batching: bool = True
     """Admit queued jobs between denoising steps; off: a batch runs to its end before the next starts."""
+    fault_injection_prompt: str | None = None
+    """Testing only: a job whose prompt equals this string fails inside the worker (at its prefill)."""
     max_queue: int = Field(64, ge=1)
     """Jobs waiting beyond this are refused at once with 503 and Retry-After."""
     request_timeout_s: float = Field(120.0, gt=0)
@@ -58,6 +60,8 @@ class Settings(BaseSettings):
     """Largest accepted upload (413 past it, enforced while the body arrives)."""
     max_audio_seconds: float = Field(600.0, gt=0)
     """Longest accepted audio (413 past it, enforced while decoding)."""
+    max_prompt_chars: int = Field(224, ge=0, le=4096)
+    """Longest accepted `prompt` (400 past it), so context text cannot overflow the backbone's window."""
     decode_threads: int = Field(2, ge=1, le=64)
     """Threads that decode uploads off the event loop."""
     api_keys: Annotated[list[str], NoDecode] = []

@@ -6,8 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-
+from app.audio.vad import AudioWindow
 from app.model.pipeline import DecodeOptions
 from app.model.transcript import Transcription
 
@@ -17,9 +16,10 @@ DraftHandler = Callable[[int, int, str], None]
 
 @dataclass(frozen=True)
 class AudioInput:
-    """Decoded audio already split into windows (start, end in seconds, samples at 16 kHz)."""
+    """Decoded audio already split into windows (`app.audio.vad.split_windows`); windows without speech are
+    not denoised and give an empty segment."""
 
-    windows: list[tuple[float, float, np.ndarray]]
+    windows: list[AudioWindow]
     duration: float
     decode_ms: float = 0.0
 

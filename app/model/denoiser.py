@@ -116,6 +116,10 @@ class DenoiseBatch:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def keys(self) -> list[Hashable]:
+        """The rows' keys, in batch order."""
+        return list(self._keys)
+
     def __contains__(self, key: Hashable) -> bool:
         return key in self._rows
 

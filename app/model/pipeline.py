@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.audio.vad import VoiceActivityDetector, split_windows
+from app.audio.vad import AudioWindow, VoiceActivityDetector, split_windows
 from app.model import encoder as whisper
 from app.model.asr_config import AsrConfig
 from app.model.backbone import Prefill, PromptBuilder, load_lora, prefill, prompt_embeddings
@@ -23,7 +23,9 @@ from app.model.checkpoint import (
 )
 from app.model.denoiser import DenoiseJob, SamplingParams, denoise_all
 from app.model.sampling import TokenSampler
-from app.model.transcript import Segment, Timing, TranscriptDecoder, Transcription, join_segments
+from app.model.transcript import (
+    Segment, Timing, TranscriptDecoder, Transcription, join_segments, silent_segment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,41 +144,42 @@ class AsrPipeline:
         """Transcribe one input; audio longer than the window is split at pauses and denoised as one batch."""
         started = time.perf_counter()
         windows = split_windows(audio, self.window_seconds, self.vad)
-        segments = self.transcribe_windows([w.samples for w in windows], options)
-        for segment, window in zip(segments, windows):
-            segment.start, segment.end = window.start, window.end
-        result = join_segments(segments, duration=len(audio) / whisper.SAMPLE_RATE)
+        result = join_segments(self.transcribe_windows(windows, options), duration=len(audio) / whisper.SAMPLE_RATE)
         result.timing.total_ms = (time.perf_counter() - started) * 1000.0
         return result
 
-    def transcribe_windows(self, windows: list[np.ndarray], options: DecodeOptions) -> list[Segment]:
-        """One segment per window, all windows denoised together (offsets left at 0 for the caller)."""
+    def transcribe_windows(self, windows: list[AudioWindow], options: DecodeOptions) -> list[Segment]:
+        """One segment per window; windows with speech are denoised together, silent ones give empty text.
+
+        Window i always draws from generator (seed, i), as in the engine, so both give the same text.
+        """
         sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None)
-        t0 = time.perf_counter()
-        audio = self.encode(windows)
-        sync()
-        encoder_ms = (time.perf_counter() - t0) * 1000.0 / len(windows)
-        jobs, prefill_ms = [], []
-        for index, embeds in enumerate(audio):
-            t1 = time.perf_counter()
-            jobs.append(DenoiseJob(
-                prefill=self.prefill(embeds, options.language, options.prompt),
-                steps=self.steps_for(options),
-                generator=window_generator(options.seed, index, self.device),
-            ))
+        speech = [i for i, w in enumerate(windows) if w.has_speech]
+        segments = {i: silent_segment(i, w, options.language) for i, w in enumerate(windows) if not w.has_speech}
+        if speech:
+            t0 = time.perf_counter()
+            audio = self.encode([windows[i].samples for i in speech])
             sync()
-            prefill_ms.append((time.perf_counter() - t1) * 1000.0)
-        results = denoise_all(self.backbone, jobs, self.params, self.sampler)
-        segments = []
-        for index, result in enumerate(results):
-            text, language = self.transcripts.decode(result.tokens, options.language)
-            timing = Timing(
-                encoder_ms=encoder_ms, prefill_ms=prefill_ms[index], denoise_ms=result.denoise_ms,
-                batch_size=result.batch_size, steps=result.steps,
-            )
-            timing.total_ms = timing.encoder_ms + timing.prefill_ms + timing.denoise_ms
-            segments.append(Segment(index, 0.0, 0.0, text, language, timing))
-        return segments
+            encoder_ms = (time.perf_counter() - t0) * 1000.0 / len(speech)
+            jobs, prefill_ms = [], []
+            for index, embeds in zip(speech, audio):
+                t1 = time.perf_counter()
+                jobs.append(DenoiseJob(
+                    prefill=self.prefill(embeds, options.language, options.prompt),
+                    steps=self.steps_for(options),
+                    generator=window_generator(options.seed, index, self.device),
+                ))
+                sync()
+                prefill_ms.append((time.perf_counter() - t1) * 1000.0)
+            results = denoise_all(self.backbone, jobs, self.params, self.sampler)
+            for index, result, pf_ms in zip(speech, results, prefill_ms):
+                text, language = self.transcripts.decode(result.tokens, options.language)
+                timing = Timing(encoder_ms=encoder_ms, prefill_ms=pf_ms, denoise_ms=result.denoise_ms,
+                                batch_size=result.batch_size, steps=result.steps)
+                timing.total_ms = timing.encoder_ms + timing.prefill_ms + timing.denoise_ms
+                window = windows[index]
+                segments[index] = Segment(index, window.start, window.end, text, language, timing)
+        return [segments[i] for i in range(len(windows))]
 
 
 def load_pipeline(model: Path | None = None, **overrides) -> AsrPipeline:

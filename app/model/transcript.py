@@ -173,6 +173,11 @@ class Transcription:
         }
 
 
+def silent_segment(index: int, window, language_hint: str | None) -> Segment:
+    """The segment of a window in which voice activity detection found no speech: not denoised, no text."""
+    return Segment(index, window.start, window.end, "", language_hint or UNKNOWN_LANGUAGE, Timing(batch_size=0))
+
+
 def join_segments(segments: list[Segment], duration: float, audio_decode_ms: float = 0.0) -> Transcription:
     """Combine window results: texts joined, the most common segment language, timings summed."""
     spoken = [s for s in segments if s.text]

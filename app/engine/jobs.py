@@ -1,0 +1,104 @@
+"""A queued request as the worker thread sees it, and the hand-off of its result to the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+
+from app.engine.client import AudioInput, DraftHandler
+from app.model.pipeline import DecodeOptions
+from app.model.transcript import Segment, Transcription, join_segments
+
+
+@dataclass(eq=False)
+class Job:
+    """One request: its windows, options, deadline and the future its caller awaits."""
+
+    id: int
+    audio: AudioInput
+    options: DecodeOptions
+    steps: int
+    deadline: float  # time.monotonic()
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    on_draft: DraftHandler | None = None
+    enqueued: float = field(default_factory=time.monotonic)
+    admitted: float | None = None
+    next_window: int = 0
+    retried: bool = False
+    segments: dict[int, Segment] = field(default_factory=dict)
+    drafts: dict[int, str] = field(default_factory=dict)
+    draft_count: int = 0
+    _cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str = "cancelled"
+
+    @property
+    def windows(self) -> int:
+        return len(self.audio.windows)
+
+    @property
+    def queue_ms(self) -> float:
+        admitted = self.admitted if self.admitted is not None else time.monotonic()
+        return (admitted - self.enqueued) * 1000.0
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Ask the worker to drop this job at its next step boundary (thread-safe)."""
+        self.cancel_reason = reason
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def expired(self, now: float) -> bool:
+        return now >= self.deadline
+
+    def reset(self) -> None:
+        """Forget partial progress so the job can be run again from scratch (same seed, same result)."""
+        self.next_window = 0
+        self.segments.clear()
+        self.drafts.clear()
+
+    def complete(self) -> bool:
+        return len(self.segments) == self.windows
+
+    def result(self) -> Transcription:
+        """Join the finished windows into the request's transcription."""
+        ordered = [self.segments[i] for i in range(self.windows)]
+        result = join_segments(ordered, duration=self.audio.duration, audio_decode_ms=self.audio.decode_ms)
+        result.timing.queue_ms = self.queue_ms
+        result.timing.total_ms = self.audio.decode_ms + (time.monotonic() - self.enqueued) * 1000.0
+        return result
+
+    def draft(self, window: int, text: str) -> None:
+        """Record a window's draft and pass the request's joined draft text to its caller."""
+        if self.on_draft is None:
+            return
+        self.drafts[window] = text
+        self.draft_count += 1
+        parts = [self.segments[i].text if i in self.segments else self.drafts.get(i, "") for i in range(self.windows)]
+        joined = " ".join(p for p in parts if p)
+        total = self.windows * self.steps
+        self._call(self.on_draft, self.draft_count, total, joined)
+
+    def resolve(self, result: Transcription) -> None:
+        self._call(self._set, result, None)
+
+    def fail(self, error: BaseException) -> None:
+        self._call(self._set, None, error)
+
+    def _set(self, result: Transcription | None, error: BaseException | None) -> None:
+        if self.future.done():  # the caller gave up (timeout or disconnect) first
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(result)
+
+    def _call(self, fn, *args) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the event loop is closed: nobody is waiting any more
+            pass
