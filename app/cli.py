@@ -76,6 +76,36 @@ def _cmd_bench_steps(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP API under uvicorn until SIGTERM/SIGINT (bad settings: one line each, exit 2)."""
+    from app.api.server import run_server
+
+    overrides = {k: v for k in ("model", "encoder", "backbone", "adapter", "device", "host", "port")
+                 if (v := getattr(args, k, None)) is not None}
+    return run_server(overrides)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Load-test a running server, or compare batched vs sequential serving on one model."""
+    from app.bench.server import main as bench_main
+
+    return bench_main(args)
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    """Stream a file to a running server over WebSocket and print partials and finals as they come."""
+    from app.bench.stream import stream_command
+
+    return stream_command(args)
+
+
+def _cmd_bench_stream(args: argparse.Namespace) -> int:
+    """Measure streaming latency (end of utterance to final, speech start to first partial) over N streams."""
+    from app.bench.stream import bench_command
+
+    return bench_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="diffusion-asr", description=__doc__)
@@ -106,6 +136,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench_steps)
+
+    p = sub.add_parser("serve", help="run the OpenAI-compatible HTTP API")
+    _model_args(p)
+    p.add_argument("--host", help="address to listen on (default ASR_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default ASR_PORT or 8000)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("bench", help="drive a server with concurrent uploads; --compare: batched vs sequential")
+    from app.bench.server import add_arguments as _bench_arguments
+
+    _bench_arguments(p)
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("stream", help="stream a file to a running server over WebSocket, printing transcripts")
+    p.add_argument("file")
+    p.add_argument("--url", default="ws://127.0.0.1:8000", help="server, ws://host:port")
+    p.add_argument("--speed", type=float, default=1.0, help="send at real time x this (0: as fast as possible)")
+    p.add_argument("--drafts", action="store_true", help="also show every denoising step of each final")
+    p.add_argument("--language", choices=SUPPORTED_LANGUAGES)
+    p.add_argument("--api-key", help="bearer key of the server")
+    p.set_defaults(func=_cmd_stream)
+
+    p = sub.add_parser("bench-stream", help="latency of N concurrent WebSocket streams against a running server")
+    from app.bench.stream import add_bench_arguments as _bench_stream_arguments
+
+    _bench_stream_arguments(p)
+    p.set_defaults(func=_cmd_bench_stream)
 
     return parser
 

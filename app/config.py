@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     """Per-request deadline (504 when passed)."""
     drain_timeout_s: float = Field(30.0, ge=0)
     """On shutdown, how long queued and running jobs may take to finish."""
+    shutdown_grace_s: float = Field(0.0, ge=0, le=300)
+    """After SIGTERM, keep serving this long with /readyz at 503 (so load balancers stop routing here), then drain."""
     max_upload_mb: float = Field(25.0, gt=0)
     """Largest accepted upload (413 past it, enforced while the body arrives)."""
     max_audio_seconds: float = Field(600.0, gt=0)
@@ -86,6 +88,9 @@ class Settings(BaseSettings):
     """WebSocket: close a session that sends nothing for this long."""
     stream_max_sessions: int = Field(32, ge=1)
     """WebSocket: concurrent sessions (refused past it with 1013)."""
+    stream_max_silence_s: float = Field(5.0, gt=0)
+    """WebSocket: a stretch this long without speech becomes its own final (empty text), so silence is not
+    held back for the next utterance (capped at the model's window)."""
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod

@@ -1,0 +1,169 @@
+"""The app factory and its lifespan: load the model, start and warm up the worker, drain it on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api import health, http, models
+from app.api.deps import Runtime
+from app.api.errors import install_error_handlers
+from app.api.metrics import Metrics
+from app.api.middleware import AccessLogMiddleware, BodyLimitMiddleware
+from app.api.transcription import split_audio
+from app.audio.decode import SAMPLE_RATE
+from app.audio.vad import SpeechSpanSource
+from app.config import Settings
+from app.engine.client import EngineClient
+from app.engine.observer import EngineObserver
+from app.model.pipeline import DecodeOptions
+
+log = logging.getLogger("diffusion_asr.api")
+
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+"""Room for multipart boundaries and the text fields on top of the file-size limit (decode checks the file)."""
+WARMUP_SECONDS = 0.5
+
+
+class ManagedEngine(EngineClient, Protocol):
+    """The engine as the lifespan drives it (the worker); each may be sync or async."""
+
+    def start(self) -> Any:
+        """Start the worker."""
+
+    def drain(self, timeout_s: float) -> Any:
+        """Refuse new jobs and let queued and running ones finish, for up to `timeout_s`."""
+
+    def stop(self) -> Any:
+        """Stop the worker (jobs still pending fail with ShuttingDownError)."""
+
+
+@dataclass
+class LoadedModel:
+    """What loading produces: the engine, the VAD used to split uploads, and the model's description."""
+
+    engine: ManagedEngine
+    vad: SpeechSpanSource
+    info: dict[str, str]
+
+
+Loader = Callable[[Settings, EngineObserver], LoadedModel]
+"""Blocking: builds the engine (runs in a thread). Tests pass a fake one to `create_app`."""
+
+
+def load_engine(settings: Settings, observer: EngineObserver) -> LoadedModel:
+    """Load the pipeline the settings describe and wrap it in the batching worker (not started yet)."""
+    from app.engine.worker import EngineWorker
+    from app.model.loading import load_from_settings
+
+    pipeline = load_from_settings(settings)
+    vad = pipeline.vad  # built here, so the first upload does not pay for loading silero
+    info = {
+        "model": pipeline.name,
+        "encoder": str(pipeline.paths.encoder),
+        "backbone": str(pipeline.paths.backbone),
+        "adapter": str(pipeline.paths.adapter),
+        "device": str(pipeline.device),
+        "dtype": str(pipeline.dtype).removeprefix("torch."),
+    }
+    worker = EngineWorker(pipeline, settings, observer)
+    worker.warm_up()  # every model stage once, before serving: first calls allocate and pick kernels
+    return LoadedModel(engine=worker, vad=vad, info=info)
+
+
+async def _call(result: Any) -> Any:
+    return await result if inspect.isawaitable(result) else result
+
+
+async def warm_up(runtime: Runtime) -> None:
+    """One short silent clip through the same path as an upload (decode pool, VAD, queue, worker thread,
+    future hand-off), so readiness means the whole path answers."""
+    engine, settings = runtime.engine, runtime.settings
+    silence = np.zeros(int(WARMUP_SECONDS * SAMPLE_RATE), dtype=np.float32)
+    loop = asyncio.get_running_loop()
+    audio = await loop.run_in_executor(
+        runtime.decode_pool, split_audio, silence, engine.window_seconds, runtime.vad, 0.0
+    )
+    started = time.perf_counter()
+    await engine.transcribe(audio, DecodeOptions(steps=2, seed=settings.default_seed), settings.request_timeout_s)
+    log.info("engine round trip done in %.0f ms", (time.perf_counter() - started) * 1000.0)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start-up: load, start, warm up, mark ready. Shutdown: readiness 503, drain, stop."""
+    runtime: Runtime = app.state.runtime
+    settings = runtime.settings
+    runtime.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="asr-decode")
+    loaded: LoadedModel | None = None
+    try:
+        started = time.perf_counter()
+        loaded = await asyncio.to_thread(app.state.loader, settings, runtime.metrics)
+        log.info("model loaded and warmed up in %.1f s", time.perf_counter() - started)
+        runtime.metrics.set_model_info(**loaded.info)
+        await _call(loaded.engine.start())
+        runtime.engine, runtime.vad, runtime.loaded_at = loaded.engine, loaded.vad, int(time.time())
+        await warm_up(runtime)
+        runtime.warmed_up = True
+        log.info("ready: model=%s device=%s", loaded.info.get("model"), loaded.info.get("device"))
+        yield
+    finally:
+        runtime.draining = True
+        if loaded is not None:
+            log.info("draining: up to %.1f s for queued and running jobs", settings.drain_timeout_s)
+            await _call(loaded.engine.drain(settings.drain_timeout_s))
+            await _call(loaded.engine.stop())
+        runtime.decode_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def mark_draining(app: FastAPI) -> None:
+    """Turn readiness to 503 now (called on SIGTERM, before the server stops taking connections)."""
+    app.state.runtime.draining = True
+
+
+def _include_stream_router(app: FastAPI) -> None:
+    # The WebSocket endpoint lives in app/api/stream.py, written separately; mount it when present.
+    if importlib.util.find_spec("app.api.stream") is None:
+        return
+    app.include_router(importlib.import_module("app.api.stream").router)
+
+
+def create_app(settings: Settings | None = None, *, loader: Loader | None = None) -> FastAPI:
+    """A new app with its own settings, metrics registry and engine (`loader` replaces model loading in
+    tests)."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="diffusion-asr-server",
+        summary="OpenAI-compatible speech-to-text with diffusion ASR",
+        lifespan=lifespan,
+    )
+    app.state.runtime = Runtime(settings=settings, metrics=Metrics())
+    app.state.loader = loader or load_engine
+    install_error_handlers(app)
+    app.include_router(http.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    _include_stream_router(app)
+    # Starlette wraps in reverse order: the access log is outermost, so it sees the body limit's 413s too.
+    limit = int(settings.max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD_BYTES
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limit, limit_mb=settings.max_upload_mb)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(AccessLogMiddleware, metrics=app.state.runtime.metrics)
+    return app

@@ -1,0 +1,123 @@
+"""Running the app under uvicorn (`diffusion-asr serve`): settings checks, SIGTERM drain, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import sys
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from app.api.app import create_app, mark_draining
+from app.config import Settings
+
+log = logging.getLogger("diffusion_asr.api")
+
+EXIT_BAD_SETTINGS = 2
+EXIT_STARTUP_FAILED = 3
+_SECRET_FIELDS = {"api_keys"}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    ctx = error.get("ctx") or {}
+    kind = error.get("type", "")
+    bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
+              "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+    if kind in bounds:
+        op, key = bounds[kind]
+        return f"must be {op} {ctx.get(key)}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}"
+    if kind in ("int_parsing", "int_from_float"):
+        return "must be an integer"
+    if kind == "float_parsing":
+        return "must be a number"
+    if kind == "bool_parsing":
+        return "must be true or false"
+    message = str(error.get("msg", "is invalid"))
+    return message[:1].lower() + message[1:]
+
+
+def settings_error_lines(exc: ValidationError) -> list[str]:
+    """One line per bad value, naming its environment variable: `ASR_MAX_BATCH_SIZE: must be >= 1 (got 0)`."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error.get("loc") else "settings"
+        shown = "***" if field in _SECRET_FIELDS else error.get("input")
+        lines.append(f"ASR_{field.upper()}: {_describe(error)} (got {shown})")
+    return lines
+
+
+def load_settings(overrides: dict[str, Any]) -> Settings | None:
+    """Settings from the environment plus command-line overrides; None (after printing why) when invalid."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        for line in settings_error_lines(exc):
+            print(f"diffusion-asr: error: {line}", file=sys.stderr)
+        return None
+
+
+def check_model_paths(settings: Settings) -> str | None:
+    """A one-line reason the configured model cannot load (missing directory or file), else None."""
+    from app.model.checkpoint import CheckpointError
+    from app.model.loading import resolve_paths
+
+    try:
+        resolve_paths(settings).validate()
+    except (CheckpointError, OSError) as exc:
+        return str(exc)
+    return None
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, turning readiness to 503 the moment a shutdown signal arrives."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, grace_s: float = 0.0) -> None:
+        super().__init__(config)
+        self.asr_app = app
+        self.grace_s = grace_s
+        self._signalled = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Mark draining; after the grace period, uvicorn's graceful shutdown (stop accepting, finish the
+        requests in flight, then the lifespan drains the engine). A second signal skips the grace period."""
+        mark_draining(self.asr_app)
+        if self._signalled or self.grace_s <= 0:
+            super().handle_exit(sig, frame)
+            return
+        self._signalled = True
+        log.info("shutdown signal: /readyz is 503; serving %.1f s more before draining", self.grace_s)
+        loop = asyncio.get_event_loop()
+        # Signal handlers interrupt the loop's thread: schedule through the thread-safe entry point.
+        loop.call_soon_threadsafe(loop.call_later, self.grace_s, self._end_grace, sig)
+
+    def _end_grace(self, sig: int) -> None:
+        if not self.should_exit:  # a second signal may have started the shutdown already
+            super().handle_exit(sig, None)
+
+
+def run_server(overrides: dict[str, Any]) -> int:
+    """Serve until SIGTERM/SIGINT. Exit 2 for bad settings or model paths, 3 when start-up fails."""
+    settings = load_settings(overrides)
+    if settings is None:
+        return EXIT_BAD_SETTINGS
+    problem = check_model_paths(settings)
+    if problem is not None:
+        print(f"diffusion-asr: error: {problem}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        access_log=False,  # our access log line carries the request id and timings instead
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+        lifespan="on",
+    )
+    server = DrainingServer(config, app, grace_s=settings.shutdown_grace_s)
+    server.run()
+    return 0 if server.started else EXIT_STARTUP_FAILED
