@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 import inspect
 import logging
 import time
@@ -18,7 +16,7 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import health, http, models
+from app.api import health, http, models, stream
 from app.api.deps import Runtime
 from app.api.errors import install_error_handlers
 from app.api.metrics import Metrics
@@ -134,13 +132,6 @@ def mark_draining(app: FastAPI) -> None:
     app.state.runtime.draining = True
 
 
-def _include_stream_router(app: FastAPI) -> None:
-    # The WebSocket endpoint lives in app/api/stream.py, written separately; mount it when present.
-    if importlib.util.find_spec("app.api.stream") is None:
-        return
-    app.include_router(importlib.import_module("app.api.stream").router)
-
-
 def create_app(settings: Settings | None = None, *, loader: Loader | None = None) -> FastAPI:
     """A new app with its own settings, metrics registry and engine (`loader` replaces model loading in
     tests)."""
@@ -156,7 +147,7 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
     app.include_router(http.router)
     app.include_router(models.router)
     app.include_router(health.router)
-    _include_stream_router(app)
+    app.include_router(stream.router)
     # Starlette wraps in reverse order: the access log is outermost, so it sees the body limit's 413s too.
     limit = int(settings.max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD_BYTES
     app.add_middleware(BodyLimitMiddleware, max_bytes=limit, limit_mb=settings.max_upload_mb)

@@ -106,9 +106,11 @@ class EngineWorker:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout_s + 1.0)
         except TimeoutError:
             job.cancel("deadline")
+            job.future.cancel()
             raise DeadlineExceededError(f"no result within the {timeout_s:g} s deadline") from None
         except asyncio.CancelledError:
             job.cancel("cancelled")
+            job.future.cancel()  # nobody will read the worker's JobCancelledError: don't let asyncio log it
             raise
 
     def _submit(self, job: Job) -> None:
