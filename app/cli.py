@@ -76,6 +76,14 @@ def _cmd_bench_steps(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_sampling(args: argparse.Namespace) -> int:
+    from app.bench.steps import run_sampling_benchmark
+
+    rows = run_sampling_benchmark(args.vocab, args.canvas, args.repeats)
+    print("\n".join(r["line"] for r in rows))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API under uvicorn until SIGTERM/SIGINT (bad settings: one line each, exit 2)."""
     from app.api.server import run_server
@@ -136,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench_steps)
+
+    p = sub.add_parser("bench-sampling", help="time the vocabulary-sized work of one step at a real vocabulary")
+    p.add_argument("--vocab", type=int, default=262_144)
+    p.add_argument("--canvas", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=5)
+    p.set_defaults(func=_cmd_bench_sampling)
 
     p = sub.add_parser("serve", help="run the OpenAI-compatible HTTP API")
     _model_args(p)

@@ -65,3 +65,31 @@ def run_step_benchmark(
                         f"({median / batch_size:7.2f} ms/row)",
             })
     return rows
+
+
+def run_sampling_benchmark(vocab: int, canvas: int, repeats: int) -> list[dict]:
+    """Per-step cost of the vocabulary-sized work at a real vocabulary: multinomial (the stock loop's sampler,
+    the baseline) against inverse-CDF sampling, and the stock two `Categorical` entropies against one shared."""
+    from app.model.sampling import InverseCdfSampler, MultinomialSampler, token_entropy
+
+    logits = torch.randn(1, canvas, vocab, generator=torch.Generator().manual_seed(0)) * 3
+    probs = torch.softmax(logits, dim=-1)
+    cases = {
+        "multinomial (stock generate)": lambda: MultinomialSampler().sample(probs, [torch.Generator().manual_seed(1)]),
+        "inverse-cdf": lambda: InverseCdfSampler().sample(probs, [torch.Generator().manual_seed(1)]),
+        "entropy: 2x Categorical (stock)": lambda: [torch.distributions.Categorical(logits=logits).entropy()
+                                                    for _ in range(2)],
+        "entropy: once, shared": lambda: token_entropy(logits, probs),
+    }
+    rows = []
+    for name, fn in cases.items():
+        fn()  # warm-up
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - started) * 1000.0)
+        median = statistics.median(times)
+        rows.append({"case": name, "vocab": vocab, "canvas": canvas, "threads": torch.get_num_threads(),
+                     "ms_median": round(median, 1), "line": f"{name:<34} {median:9.1f} ms"})
+    return rows

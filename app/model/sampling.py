@@ -51,12 +51,11 @@ SAMPLERS: dict[str, type[TokenSampler]] = {"inverse-cdf": InverseCdfSampler, "mu
 def token_entropy(logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """Entropy per position `[B, C]`, computed once per step and shared by acceptance and stopping.
 
-    Same formula as `torch.distributions.Categorical(logits=...).entropy()`, which the stock sampler and
-    stopping rule would each evaluate separately (one vocabulary-sized pass saved per use).
+    H = logsumexp(z) - sum(p * z), with p = softmax(z) already at hand: the same value as
+    `torch.distributions.Categorical(logits=z).entropy()`, which the stock sampler and stopping rule would each
+    evaluate (normalising, clamping and multiplying full vocabulary-sized tensors) separately.
     """
-    log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)
-    log_probs = log_probs.clamp(min=torch.finfo(log_probs.dtype).min)
-    return -(log_probs * probs).sum(dim=-1)
+    return logits.logsumexp(dim=-1) - (probs * logits).sum(dim=-1)
 
 
 def entropy_bound_mask(entropy: torch.Tensor, bound: float) -> torch.Tensor:

@@ -68,7 +68,7 @@ def test_acceptance_and_entropy_match_the_stock_pieces():
     probs = logits.softmax(-1)
     entropy = token_entropy(logits, probs)
     stock_entropy = torch.distributions.Categorical(logits=logits).entropy()
-    assert torch.allclose(entropy, stock_entropy, atol=1e-5)
+    assert torch.allclose(entropy, stock_entropy, atol=1e-4)  # fp32: the two formulas round differently
     sampler = EntropyBoundSampler(EntropyBoundSamplerConfig(entropy_bound=2.0), 64, 512, 8)
     current, proposal = torch.zeros(3, 64, dtype=torch.long), torch.ones(3, 64, dtype=torch.long)
     stock = sampler.accept_canvas(current, proposal, logits, 8) == 1
