@@ -9,8 +9,6 @@ from __future__ import annotations
 import copy
 import queue
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +16,7 @@ import torch
 
 from app.audio.resample import SAMPLE_RATE, StreamResampler
 from app.audio.segmenter import FRAME_SAMPLES, Cut, FrameVad, StreamSegmenter
-from app.audio.vad import SpeechSpanSource, VoiceActivityDetector, split_windows
+from app.audio.vad import SpeechSpanSource, VoiceActivityDetector, single_torch_thread, split_windows
 from app.engine.client import AudioInput
 
 # app.audio.vad (above) imports silero_vad and undoes its process-wide torch.set_num_threads(1).
@@ -155,20 +153,8 @@ class SileroFrameVad:
         """Speech probability of each consecutive frame."""
         if frames.shape[-1] != FRAME_SAMPLES:
             raise ValueError(f"frames must have {FRAME_SAMPLES} samples, got {frames.shape[-1]}")
-        with _single_torch_thread(), torch.inference_mode():
+        with single_torch_thread(), torch.inference_mode():
             return [float(self._model(torch.from_numpy(np.ascontiguousarray(f)), SAMPLE_RATE)) for f in frames]
-
-
-@contextmanager
-def _single_torch_thread() -> Iterator[None]:
-    # 512-sample silero steps split over OpenMP threads run 10-50x slower on a busy machine (see
-    # app/audio/vad.py); the setting is per calling thread, so the model's threads keep theirs.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def new_stream_buffer(

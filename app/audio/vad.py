@@ -86,7 +86,7 @@ class VoiceActivityDetector:
         if samples.size == 0:
             return []
         tensor = torch.from_numpy(samples)
-        with self._lock, _single_torch_thread(), torch.inference_mode():
+        with self._lock, single_torch_thread(), torch.inference_mode():
             stamps = silero_vad.get_speech_timestamps(
                 tensor,
                 self._model,
@@ -100,7 +100,7 @@ class VoiceActivityDetector:
 
 
 @contextmanager
-def _single_torch_thread() -> Iterator[None]:
+def single_torch_thread() -> Iterator[None]:
     """Run torch ops on this thread with one intra-op thread, then restore.
 
     Silero feeds 512-sample chunks one at a time; splitting such tiny ops
