@@ -15,7 +15,9 @@ COPY models ./models
 RUN pip install --no-cache-dir --index-url "$TORCH_INDEX" "$TORCH_SPEC" \
  && pip install --no-cache-dir .
 
-ENV ASR_HOST=0.0.0.0 \
+# The package is installed into site-packages, so the shipped model is named explicitly.
+ENV ASR_MODEL=/srv/models/default \
+    ASR_HOST=0.0.0.0 \
     ASR_PORT=8000 \
     ASR_CACHE_DIR=/var/cache/diffusion-asr \
     HF_HUB_OFFLINE=1

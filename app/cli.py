@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     _bench_stream_arguments(p)
     p.set_defaults(func=_cmd_bench_stream)
 
+    from app.training.commands import register as register_training
+
+    register_training(sub)  # train, eval
     return parser
 
 

@@ -11,8 +11,6 @@ from typing_extensions import Annotated
 
 from app.model.asr_config import SUPPORTED_LANGUAGES
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-EMBEDDED_MODEL_DIR = REPO_ROOT / "models" / "default"
 
 
 class Settings(BaseSettings):
