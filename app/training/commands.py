@@ -1,0 +1,100 @@
+"""CLI wiring for training and evaluation: `register(subparsers)` adds `train` and `eval` to `diffusion-asr`."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import sys
+from pathlib import Path
+
+
+def _parse_dim(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from app.training.trainer import SHIPPED_DIMS, TrainConfig, train
+
+    dims = dict(SHIPPED_DIMS)
+    dims.update(dict(args.dim or []))
+    config = TrainConfig(
+        work_dir=args.work_dir, out=args.out, preset=args.preset, dims_override=dims,
+        train_per_lang=args.train_per_lang, eval_per_lang=args.eval_per_lang, seed=args.seed,
+        batch_size=args.batch_size, lr=args.lr, max_minutes=args.max_minutes, max_steps=args.max_steps,
+        checkpoint_minutes=args.checkpoint_minutes, threads=args.threads, resume=args.resume,
+        data_workers=args.workers, progress=not args.no_progress,
+        ctc_only_until_minutes=args.ctc_only_until_minutes, w_ctc=args.w_ctc,
+    )
+    argv = getattr(args, "_argv", None)
+    train(config, argv)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from app.training.evaluate import eval_command
+
+    return eval_command(args)
+
+
+def register(subparsers) -> None:
+    """Add `train` and `eval` to the `diffusion-asr` subcommands."""
+    p = subparsers.add_parser("train", help="train the small default model on synthetic speech (CPU)")
+    p.add_argument("--work-dir", type=Path, default=Path("runs/default"),
+                   help="scratch: datasets, features, tokenizer, resumable state (default runs/default)")
+    p.add_argument("--out", type=Path, default=Path("runs/default/model"), help="where the checkpoint is written")
+    p.add_argument("--preset", default="default", help="base ModelDims preset")
+    p.add_argument("--dim", type=_parse_dim, action="append", metavar="KEY=VALUE",
+                   help="override one ModelDims field (repeatable)")
+    p.add_argument("--train-per-lang", type=int, default=4000)
+    p.add_argument("--eval-per-lang", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--max-minutes", type=float, default=75.0, help="training-loop time budget")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps instead of time")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.add_argument("--ctc-only-until-minutes", type=float, default=0.0,
+                   help="train only encoder+projector with CTC (lm_head frozen) until this much training time")
+    p.add_argument("--w-ctc", type=float, default=0.5, help="CTC loss weight in the full stage")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="processes for speech synthesis")
+    p.add_argument("--resume", action="store_true", help="continue from WORK_DIR/state.pt when present")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = subparsers.add_parser("eval", help="CER/WER per language on the held-out synthetic set and real clips")
+    p.add_argument("--model", type=Path, default=Path("models/default"))
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--work-dir", type=Path, default=Path("runs/default"),
+                   help="where the held-out set is (generated there when missing)")
+    p.add_argument("--eval-per-lang", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0, help="data seed of the held-out set")
+    p.add_argument("--limit", type=int, default=None, help="clips per language (default all)")
+    p.add_argument("--audio-dir", type=Path, default=Path("/work/shared/audio"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    p.add_argument("--update-card", action="store_true",
+                   help="write the results table into the model's MODEL_CARD.md and README.md")
+    p.set_defaults(func=_cmd_eval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m app.training.commands train|eval ...` (same as `diffusion-asr train|eval`)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="diffusion-asr")
+    register(parser.add_subparsers(dest="command", required=True))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args._argv = argv
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
