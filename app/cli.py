@@ -15,8 +15,12 @@ log = logging.getLogger("diffusion_asr")
 
 
 def _quiet_libraries() -> None:
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
+    # transformers 5.x warns about its own deprecated internals when loading any model; nothing to act on.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 

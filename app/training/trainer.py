@@ -615,7 +615,7 @@ on synthetic espeak-ng speech only.
 
 ## Data
 
-- Synthetic speech from espeak-ng ({data.get('espeak_version', 'espeak-ng')}), voices {data.get('voices')},
+- Synthetic speech from espeak-ng ({data.get('espeak_version', 'espeak-ng')}), voices: {', '.join(f'{k} {len(v)}' for k, v in (data.get('voices') or {}).items())} voice variants,
   random speed, pitch, gain, white/pink noise and leading/trailing silence (`app/training/synth.py`).
 - Text: {data.get('text_source', {}).get('source')}: random sequences of
   {data.get('text_source', {}).get('words_per_sentence')} words from the most frequent words per language
