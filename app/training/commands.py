@@ -9,6 +9,10 @@ import sys
 from pathlib import Path
 
 
+# The project's real-speech clips live beside the checkout, not inside it.
+SHARED_AUDIO = Path(__file__).resolve().parents[2].parent / "shared" / "audio"
+
+
 def _parse_dim(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -77,7 +81,8 @@ def register(subparsers) -> None:
     p.add_argument("--eval-per-lang", type=int, default=100)
     p.add_argument("--seed", type=int, default=0, help="data seed of the held-out set")
     p.add_argument("--limit", type=int, default=None, help="clips per language (default all)")
-    p.add_argument("--audio-dir", type=Path, default=Path("/work/shared/audio"))
+    p.add_argument("--audio-dir", type=Path, default=SHARED_AUDIO,
+                   help="real clips with manifest.jsonl (default: ../shared/audio beside the checkout)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     p.add_argument("--update-card", action="store_true",

@@ -4,7 +4,7 @@ Three views:
 - the held-out synthetic set (same generator as training, sentences training never saw), decoded by the
   diffusion decoder at N steps without a language hint (also: the language tag the model wrote);
 - the same clips decoded by greedy CTC on the projector output through the lm_head (the auxiliary head);
-- the real recordings of /work/shared/audio whose manifest reference is strong (`text_kind` in
+- the real recordings of ../shared/audio whose manifest reference is strong (`text_kind` in
   test_assertion / ground_truth / label), through `AsrPipeline.transcribe`.
 
 Text normalisation (both reference and hypothesis): Unicode NFKC, lowercase, every punctuation or symbol
@@ -192,7 +192,7 @@ def results_markdown(synthetic: dict[str, LangResult], real: list[dict], steps: 
         lines.append(f"| {lang} | {r.clips} | {_pct(r.cer)} | {_pct(r.wer)} | {_pct(r.tag_accuracy)} | "
                      f"{_pct(r.ctc_cer)} | {_pct(r.ctc_wer)} |")
     if real:
-        lines += ["", "Real recordings (/work/shared/audio, strong references only; expected poor: the model has "
+        lines += ["", "Real recordings (../shared/audio, strong references only; expected poor: the model has "
                   "heard only espeak-ng):", "", "| file | lang | CER | WER | transcript |", "|---|---|---:|---:|---|"]
         for row in real:
             hyp = row["hypothesis"].replace("|", "/")[:80]
