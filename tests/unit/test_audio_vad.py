@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import importlib
-import os
 import socket
 import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,14 +16,14 @@ from hypothesis import strategies as st
 from app.audio.decode import SAMPLE_RATE, AudioLimits, decode_audio
 from app.audio.vad import AudioWindow, VoiceActivityDetector, split_windows
 
-AUDIO_DIR = Path(os.environ.get("ASR_TEST_AUDIO_DIR", "/work/shared/audio"))
+from tests.conftest import SHARED_AUDIO
+
+AUDIO_DIR = SHARED_AUDIO
 LIMITS = AudioLimits(max_bytes=50 * 1024 * 1024, max_seconds=600)
 
 
 def _clip(name: str) -> np.ndarray:
     path = AUDIO_DIR / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
     return decode_audio(path.read_bytes(), LIMITS)
 
 
