@@ -83,7 +83,7 @@ def _cmd_bench_steps(args: argparse.Namespace) -> int:
 def _cmd_bench_sampling(args: argparse.Namespace) -> int:
     from app.bench.steps import run_sampling_benchmark
 
-    rows = run_sampling_benchmark(args.vocab, args.canvas, args.repeats)
+    rows = run_sampling_benchmark(args.vocab, args.canvas, args.repeats, args.device)
     print("\n".join(r["line"] for r in rows))
     return 0
 
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab", type=int, default=262_144)
     p.add_argument("--canvas", type=int, default=256)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="cpu")
     p.set_defaults(func=_cmd_bench_sampling)
 
     p = sub.add_parser("serve", help="run the OpenAI-compatible HTTP API")

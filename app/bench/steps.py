@@ -17,6 +17,12 @@ from app.model.presets import PRESETS, backbone_config
 PROMPT_TOKENS = 200  # about the real prompt: 188 audio slots and a short instruction
 
 
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so wall time measures it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _model(preset: str, canvas: int, device: torch.device) -> DiffusionGemmaForBlockDiffusion:
     dims = PRESETS[preset]
     ids = {"pad": 0, "eos": 1, "bos": 2, "image": 5, "boi": 6, "eoi": 7}
@@ -51,8 +57,10 @@ def run_step_benchmark(
                     batch.add(row, DenoiseJob(cached, steps, gen))
                 stats = []
                 while len(batch):
+                    _synchronize(device)
                     started = time.perf_counter()
                     batch.step()
+                    _synchronize(device)
                     stats.append((time.perf_counter() - started) * 1000.0)
                 if repeat:  # the first pass warms up allocators and kernels
                     times.extend(stats[1:])  # the first step of each pass also rebuilds the batch cache
@@ -67,16 +75,21 @@ def run_step_benchmark(
     return rows
 
 
-def run_sampling_benchmark(vocab: int, canvas: int, repeats: int) -> list[dict]:
+def run_sampling_benchmark(vocab: int, canvas: int, repeats: int, device_name: str = "cpu") -> list[dict]:
     """Per-step cost of the vocabulary-sized work at a real vocabulary: multinomial (the stock loop's sampler,
     the baseline) against inverse-CDF sampling, and the stock two `Categorical` entropies against one shared."""
     from app.model.sampling import InverseCdfSampler, MultinomialSampler, token_entropy
 
-    logits = torch.randn(1, canvas, vocab, generator=torch.Generator().manual_seed(0)) * 3
+    device = default_device() if device_name == "auto" else torch.device(device_name)
+    logits = (torch.randn(1, canvas, vocab, generator=torch.Generator().manual_seed(0)) * 3).to(device)
     probs = torch.softmax(logits, dim=-1)
+
+    def gen() -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(1)
+
     cases = {
-        "multinomial (stock generate)": lambda: MultinomialSampler().sample(probs, [torch.Generator().manual_seed(1)]),
-        "inverse-cdf": lambda: InverseCdfSampler().sample(probs, [torch.Generator().manual_seed(1)]),
+        "multinomial (stock generate)": lambda: MultinomialSampler().sample(probs, [gen()]),
+        "inverse-cdf": lambda: InverseCdfSampler().sample(probs, [gen()]),
         "entropy: 2x Categorical (stock)": lambda: [torch.distributions.Categorical(logits=logits).entropy()
                                                     for _ in range(2)],
         "entropy: once, shared": lambda: token_entropy(logits, probs),
@@ -86,10 +99,13 @@ def run_sampling_benchmark(vocab: int, canvas: int, repeats: int) -> list[dict]:
         fn()  # warm-up
         times = []
         for _ in range(repeats):
+            _synchronize(device)
             started = time.perf_counter()
             fn()
+            _synchronize(device)
             times.append((time.perf_counter() - started) * 1000.0)
         median = statistics.median(times)
-        rows.append({"case": name, "vocab": vocab, "canvas": canvas, "threads": torch.get_num_threads(),
+        rows.append({"case": name, "device": str(device), "vocab": vocab, "canvas": canvas,
+                     "threads": torch.get_num_threads(),
                      "ms_median": round(median, 1), "line": f"{name:<34} {median:9.1f} ms"})
     return rows
