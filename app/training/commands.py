@@ -8,7 +8,6 @@ import logging
 import sys
 from pathlib import Path
 
-
 # The project's real-speech clips live beside the checkout, not inside it.
 SHARED_AUDIO = Path(__file__).resolve().parents[2].parent / "shared" / "audio"
 
@@ -23,21 +22,25 @@ def _parse_dim(text: str) -> tuple[str, object]:
         return key, value
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from app.training.trainer import SHIPPED_DIMS, TrainConfig, train
+# `train` options that map one-to-one onto TrainConfig fields; an option left out keeps the field's default, so
+# the recipe's defaults live in TrainConfig alone.
+_TRAIN_FIELDS = (
+    "work_dir", "out", "preset", "train_per_lang", "eval_per_lang", "seed", "batch_size", "lr", "max_minutes",
+    "max_steps", "checkpoint_minutes", "ctc_only_until_minutes", "w_ctc", "w_ar", "conv_lr_scale", "conv_gain",
+    "warmup_steps", "probe_every", "threads",
+)
 
-    dims = dict(SHIPPED_DIMS)
-    dims.update(dict(args.dim or []))
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from app.training.config import SHIPPED_DIMS, TrainConfig
+    from app.training.trainer import train
+
+    given = {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
     config = TrainConfig(
-        work_dir=args.work_dir, out=args.out, preset=args.preset, dims_override=dims,
-        train_per_lang=args.train_per_lang, eval_per_lang=args.eval_per_lang, seed=args.seed,
-        batch_size=args.batch_size, lr=args.lr, max_minutes=args.max_minutes, max_steps=args.max_steps,
-        checkpoint_minutes=args.checkpoint_minutes, threads=args.threads, resume=args.resume,
-        data_workers=args.workers, progress=not args.no_progress,
-        ctc_only_until_minutes=args.ctc_only_until_minutes, w_ctc=args.w_ctc,
+        **given, dims_override={**SHIPPED_DIMS, **dict(args.dim or [])}, resume=args.resume,
+        progress=not args.no_progress, **({"data_workers": args.workers} if args.workers is not None else {}),
     )
-    argv = getattr(args, "_argv", None)
-    train(config, argv)
+    train(config, getattr(args, "_argv", None))
     return 0
 
 
@@ -49,26 +52,38 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add `train` and `eval` to the `diffusion-asr` subcommands."""
-    p = subparsers.add_parser("train", help="train the small default model on synthetic speech (CPU)")
-    p.add_argument("--work-dir", type=Path, default=Path("runs/default"),
+    p = subparsers.add_parser(
+        "train", help="train the small default model on synthetic speech (CPU)",
+        description="Every option left out takes the shipped recipe's value (app/training/config.py TrainConfig).",
+    )
+    p.add_argument("--work-dir", type=Path,
                    help="scratch: datasets, features, tokenizer, resumable state (default runs/default)")
-    p.add_argument("--out", type=Path, default=Path("runs/default/model"), help="where the checkpoint is written")
-    p.add_argument("--preset", default="default", help="base ModelDims preset")
+    p.add_argument("--out", type=Path, help="where the checkpoint is written (default runs/default/model)")
+    p.add_argument("--preset", help="base ModelDims preset")
     p.add_argument("--dim", type=_parse_dim, action="append", metavar="KEY=VALUE",
                    help="override one ModelDims field (repeatable)")
-    p.add_argument("--train-per-lang", type=int, default=4000)
-    p.add_argument("--eval-per-lang", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1.5e-3)
-    p.add_argument("--max-minutes", type=float, default=75.0, help="training-loop time budget")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps instead of time")
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    p.add_argument("--ctc-only-until-minutes", type=float, default=0.0,
-                   help="train only encoder+projector with CTC (lm_head frozen) until this much training time")
-    p.add_argument("--w-ctc", type=float, default=0.5, help="CTC loss weight in the full stage")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--workers", type=int, default=2, help="processes for speech synthesis")
+    p.add_argument("--train-per-lang", type=int)
+    p.add_argument("--eval-per-lang", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--max-minutes", type=float, help="training-loop time budget")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps instead of time")
+    p.add_argument("--checkpoint-minutes", type=float)
+    p.add_argument("--ctc-only-until-minutes", type=float,
+                   help="train only the audio path (encoder, projector, tied lm_head) with CTC until this much "
+                        "training time")
+    p.add_argument("--w-ctc", type=float, help="CTC loss weight in the full stage")
+    p.add_argument("--w-ar", type=float, help="autoregressive loss weight in the full stage")
+    p.add_argument("--conv-lr-scale", type=float,
+                   help="learning-rate multiplier of the Whisper encoder's convolutions (0 freezes them)")
+    p.add_argument("--conv-gain", type=float,
+                   help="init scale of the encoder's second convolution (audio against positions)")
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--probe-every", type=int,
+                   help="steps between held-out greedy-CTC CER lines in the log (0: never)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--workers", type=int, help="processes for speech synthesis")
     p.add_argument("--resume", action="store_true", help="continue from WORK_DIR/state.pt when present")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)

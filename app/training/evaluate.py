@@ -225,7 +225,17 @@ def measure_latency(pipeline, steps: int = 8, repeats: int = 7, seconds: float =
 
 
 def _update_card(model_dir: Path, results_md: str) -> None:
+    """Put the results into the model card: re-rendered from the run's `train_info.json` when the checkpoint
+    carries one, else spliced in before its "## Limits" section."""
+    from app.training.card import model_card
+
     card_path = model_dir / "adapter" / "MODEL_CARD.md"
+    info_path = model_dir / "adapter" / "train_info.json"
+    if info_path.is_file():
+        card = model_card(json.loads(info_path.read_text(encoding="utf-8")), results_md)
+        card_path.write_text(card, encoding="utf-8")
+        (model_dir / "README.md").write_text(card, encoding="utf-8")
+        return
     card = card_path.read_text(encoding="utf-8")
     start = card.find("## Results")
     end = card.find("## Limits")

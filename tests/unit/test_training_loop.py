@@ -12,7 +12,9 @@ import torch
 from app.model.checkpoint import build_model
 from app.model.presets import PRESETS
 from app.training.features import FeatureSet
-from app.training.trainer import Loop, TrainConfig, make_examples, train_tokenizer
+from app.training.batches import make_examples, train_tokenizer
+from app.training.config import TrainConfig
+from app.training.trainer import Loop
 
 TINY = replace(
     PRESETS["tiny-random"], encoder_positions=40, subsample=2, canvas_length=16, vocab_size=320,
@@ -32,7 +34,7 @@ def _loop(tmp_path: Path, **overrides) -> Loop:
     feats = _features()
     tokenizer = train_tokenizer(feats.texts * 4, feats.langs * 4, TINY.vocab_size)
     settings = dict(work_dir=tmp_path, dims_override={}, batch_size=6, lr=3e-3, warmup_steps=1, max_steps=8,
-                    progress=False, hint_prob=0.0, threads=1)
+                    progress=False, hint_prob=0.0, threads=1, ctc_only_until_minutes=0.0)
     config = TrainConfig(**{**settings, **overrides})
     examples, dropped = make_examples(feats, tokenizer, TINY)
     assert len(examples) == 6, dropped
@@ -75,7 +77,50 @@ def test_ctc_stage_updates_only_the_audio_path(tmp_path: Path) -> None:
     loop = _loop(tmp_path, ctc_only_until_minutes=1e9)
     head = loop.trainer.model.lm_head.weight.detach().clone()
     conv = loop.trainer.parts.projector.conv.weight.detach().clone()
+    backbone_layer = loop.trainer.model.model.encoder.language_model.layers[0].mlp.down_proj.weight
+    layer = backbone_layer.detach().clone()
     values = loop.step()
     assert np.isfinite(values["ctc"]) and np.isnan(values["diff"]) and np.isnan(values["ar"])
-    assert torch.equal(loop.trainer.model.lm_head.weight, head)
+    # The CTC head is the backbone's (tied) lm_head: it learns with the audio path, the blank row included.
+    assert not torch.equal(loop.trainer.model.lm_head.weight, head)
     assert not torch.equal(loop.trainer.parts.projector.conv.weight, conv)
+    assert torch.equal(backbone_layer, layer)
+
+
+def test_whisper_prefix_equals_the_encoder_over_the_full_window(tmp_path: Path) -> None:
+    from app.training.forward import whisper_prefix
+
+    loop = _loop(tmp_path)
+    encoder = loop.trainer.encoder.eval()
+    features = torch.from_numpy(loop.feats.features[:2].astype(np.float32))
+    full = encoder(features).last_hidden_state
+    torch.testing.assert_close(whisper_prefix(encoder, features, TINY.encoder_positions), full)
+    # A prefix sees only its own frames: it differs from the full pass near its end, where the full window's
+    # attention also reads the frames after it.
+    assert whisper_prefix(encoder, features, 10).shape == (2, 10, TINY.encoder_width)
+
+
+def test_bucketed_batches_group_similar_lengths_and_cover_the_epoch() -> None:
+    import random
+
+    from app.training.batches import Example, next_batch
+
+    examples = [Example(i, "en", [5], slots) for i, slots in enumerate(random.Random(1).choices(range(2, 150), k=96))]
+    order: list[int] = []
+    sampler = random.Random(0)
+    batches = [next_batch(examples, sampler, 8, 0.0, order, bucket_batches=4)[0] for _ in range(12)]
+    assert sorted(e.index for b in batches for e in b) == list(range(96))
+    spread = np.mean([max(e.slots for e in b) - min(e.slots for e in b) for b in batches])
+    unbucketed: list[int] = []
+    plain = [next_batch(examples, random.Random(0), 8, 0.0, unbucketed)[0] for _ in range(12)]
+    assert spread < 0.5 * np.mean([max(e.slots for e in b) - min(e.slots for e in b) for b in plain])
+
+
+def test_convolutions_learn_at_their_own_rate(tmp_path: Path) -> None:
+    loop = _loop(tmp_path, conv_lr_scale=0.0, lr=1e-2)
+    encoder = loop.trainer.encoder
+    conv = encoder.conv1.weight.detach().clone()
+    attention = encoder.layers[0].self_attn.q_proj.weight.detach().clone()
+    loop.step()
+    assert torch.equal(encoder.conv1.weight, conv)  # scale 0: frozen, and no weight decay either
+    assert not torch.equal(encoder.layers[0].self_attn.q_proj.weight, attention)

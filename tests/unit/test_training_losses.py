@@ -81,3 +81,16 @@ def test_fast_log_mel_equals_serving_features() -> None:
         audio = (rng.standard_normal(n) * 0.1).astype(np.float32)
         expected = log_mel(extractor, [audio], frames)[0]
         assert torch.allclose(fast_log_mel(extractor, audio, frames), expected, atol=1e-5), n
+
+
+def test_character_tokenizer_gives_one_token_per_character_in_every_script() -> None:
+    from app.model.tokenizer import build_tokenizer
+
+    corpus = ["the cat sat", "über den hund", "le château", "el niño", "नमस्ते दुनिया", "我们是学生"]
+    tokenizer = build_tokenizer(corpus * 3, vocab_size=512, characters=True)
+    for text in corpus:
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        assert len(ids) == len(text), (text, tokenizer.convert_ids_to_tokens(ids))
+        assert tokenizer.decode(ids) == text
+    unseen = tokenizer("Zürich 猫", add_special_tokens=False).input_ids  # unseen characters fall back to bytes
+    assert tokenizer.decode(unseen) == "Zürich 猫"

@@ -1,0 +1,92 @@
+"""The model card of a trained checkpoint: data, sizes, the exact command, results and limits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from app.model.checkpoint import ModelParts
+
+
+def count_params(parts: ModelParts) -> dict[str, int]:
+    whisper_enc = sum(p.numel() for p in parts.whisper.get_encoder().parameters())
+    projector = sum(p.numel() for p in parts.projector.parameters())
+    backbone = sum(p.numel() for p in parts.backbone.parameters())
+    return {"encoder": whisper_enc, "projector": projector, "backbone_with_lora": backbone,
+            "total": whisper_enc + projector + backbone}
+
+
+def train_feats_manifest(work: Path) -> dict:
+    path = work / "data" / "train" / "manifest.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def model_card(info: dict, results_md: str = "") -> str:
+    """The model card; `results_md` (the eval table and latency) is filled in by `diffusion-asr eval`."""
+    p = info["params"]
+    d = info["dims"]
+    data = info.get("data_manifest", {})
+    cfg = info["config"]
+    tokens = ("one token per character (byte-level BPE whose merges only rebuild whole characters, trained on the "
+              "training sentences), language tags `<|xx|>`" if cfg.get("characters") else
+              "byte-level BPE trained on the training sentences, language tags `<|xx|>`")
+    stage = (f"First {cfg['ctc_only_until_minutes']:g} min of training: CTC alone, on the Whisper encoder, the "
+             "projector and the tied lm_head (the backbone is not run); then all three losses on every parameter."
+             if cfg.get("ctc_only_until_minutes") else "All three losses from the first step.")
+    return f"""# default: a small diffusion ASR model (en, de, fr, es, hi, zh)
+
+The project's shipped demo model: the serving architecture (Whisper-style encoder -> projector ->
+DiffusionGemma uniform-diffusion backbone with LoRA) at a size that runs on a laptop CPU. Trained from scratch
+on synthetic espeak-ng speech only.
+
+## Data
+
+- Synthetic speech from espeak-ng ({data.get('espeak_version', 'espeak-ng')}), voices: {', '.join(f'{k} {len(v)}' for k, v in (data.get('voices') or {}).items())} voice variants,
+  random speed, pitch, gain, white/pink noise and leading/trailing silence (`app/training/synth.py`).
+- Text: {data.get('text_source', {}).get('source')}: random sequences of
+  {data.get('text_source', {}).get('words_per_sentence')} words from the most frequent words per language
+  ({data.get('text_source', {}).get('vocab_size')}). Training sentences never contain a held-out sentence.
+- {data.get('total')} training clips ({data.get('hours')} h), {info['train_clips']} used after dropping clips whose
+  tokens do not fit the canvas or the CTC slots ({info['dropped']}).
+
+## Sizes
+
+- Encoder (Whisper architecture): {d['encoder_layers']} layers x {d['encoder_width']}, {d['encoder_positions']}
+  positions = {d['encoder_positions'] * 2 / 100:.0f} s window; {p['encoder']:,} parameters.
+- Projector: conv subsample {d['subsample']} -> {d['encoder_positions'] // d['subsample']} audio slots,
+  width {d['projector_width']}; {p['projector']:,} parameters.
+- Backbone (DiffusionGemma): hidden {d['hidden']} x {d['layers']} layers, {d['experts']} experts top-{d['top_k_experts']},
+  vocabulary {d['vocab_size']} ({tokens}),
+  canvas {d['canvas_length']} tokens, LoRA rank {d['lora_rank']} on encoder/decoder attention;
+  {p['backbone_with_lora']:,} parameters (encoder and decoder share their text weights).
+- Total {p['total']:,} parameters, stored in fp16.
+
+## Training
+
+All parameters trained from random init (fp32, CPU, {info['machine']}, torch {info['torch']}) with three losses:
+uniform-diffusion cross-entropy on the canvas (weight {info['config']['w_diffusion']}; corrupted fraction
+t ~ U(0,1) per row, all positions scored, <pad> positions weighted {info['config']['pad_weight']}; self-conditioning
+on {info['config']['self_cond_prob']:.0%} of rows with the first pass's logits divided by a temperature in
+[0.4, 0.8]), autoregressive next-token loss through the backbone's causal encoder (weight {info['config']['w_ar']}),
+CTC on the projector output through the lm_head (weight {info['config']['w_ctc']}, blank = <pad>, targets = text
+tokens without the tag). Language hint in the prompt on {info['config']['hint_prob']:.0%} of batches.
+{stage}
+AdamW lr {info['config']['lr']}, warm-up {info['config']['warmup_steps']} steps, cosine decay, batch
+{info['config']['batch_size']}, {info['steps']} steps ({info['examples_seen']:,} clips seen).
+
+```
+{info['command']}
+```
+
+Seed {info['seed']}. Training loop {info['train_minutes']} min ({info['this_invocation_wall_minutes']} min wall clock
+for this invocation, which reused the data and features already in its work directory: {info['data_timings']}).
+{info.get('data_note', '')}
+
+{results_md}
+## Limits
+
+- Trained only on synthetic espeak-ng speech of random word sequences: expect weak results on real recordings
+  (accents, reverberation, natural prosody) and no punctuation or casing.
+- Windows of {d['encoder_positions'] * 2 / 100:.0f} s; at most {d['canvas_length'] - 2} tokens per window.
+- A demo of the architecture, not a production model.
+"""

@@ -1,0 +1,72 @@
+"""Every choice of a training run in one dataclass, and the shipped model's sizes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from app.model.asr_config import SUPPORTED_LANGUAGES
+from app.model.presets import PRESETS, ModelDims
+
+# Changes to PRESETS["default"] for the shipped model, sized for the CPU budget (a training step costs ~0.08 s
+# per clip for the audio path alone and ~0.22 s with the backbone on this 2-core machine):
+# - synthetic clips are at most ~6 s, so a 6 s window (300 encoder positions) instead of 10 s;
+# - character tokens (about 1,100 in use), which CTC learns from scratch far sooner than whole-word BPE;
+# - subsample 2: 25 audio slots per second, as dense French reaches 22 characters per second;
+# - a 96-slot canvas: the longest training sentence is 87 characters.
+SHIPPED_DIMS: dict = {
+    "encoder_positions": 300,
+    "encoder_width": 256,
+    "encoder_layers": 4,
+    "encoder_heads": 4,
+    "encoder_ffn": 1024,
+    "projector_width": 512,
+    "subsample": 2,
+    "vocab_size": 1280,
+    "canvas_length": 96,
+}
+
+
+@dataclass
+class TrainConfig:
+    """Every choice of a training run (recorded in the model card and the resumable state)."""
+
+    work_dir: Path = Path("runs/default")
+    out: Path = Path("runs/default/model")  # copy into models/default once it passes the targets
+    preset: str = "default"
+    dims_override: dict = field(default_factory=lambda: dict(SHIPPED_DIMS))
+    langs: tuple[str, ...] = SUPPORTED_LANGUAGES
+    train_per_lang: int = 4000
+    eval_per_lang: int = 100
+    max_seconds: float = 8.0
+    data_workers: int = 2
+    seed: int = 0
+    batch_size: int = 16
+    lr: float = 1.5e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    max_minutes: float = 70.0  # training-loop budget (data and features are extra)
+    max_steps: int | None = None
+    checkpoint_minutes: float = 5.0
+    hint_prob: float = 0.3
+    self_cond_prob: float = 0.5
+    pad_weight: float = 0.25
+    w_diffusion: float = 1.0
+    w_ar: float = 0.5
+    w_ctc: float = 1.0
+    # Stage "ctc": until this much training time, only the CTC loss updates the Whisper encoder, the projector
+    # and the tied lm_head (steps ~4x cheaper than full ones that teach the audio path its alignment first).
+    ctc_only_until_minutes: float = 15.0
+    conv_gain: float = 8.0  # extra init scale of the second Whisper convolution (see trainer.init_audio_path)
+    conv_lr_scale: float = 0.1  # learning-rate multiplier of the Whisper convolutions (see state.make_optimizer)
+    bucket_batches: int = 50  # batches of similar clip length, sorted within runs of this many (0: off)
+    characters: bool = True  # character tokenizer (see app.model.tokenizer.build_tokenizer)
+    probe_every: int = 200  # steps between held-out greedy-CTC CER probes in the log (0: never)
+    threads: int = 2
+    resume: bool = False
+    progress: bool = True
+
+    def dims(self) -> ModelDims:
+        return replace(PRESETS[self.preset], **self.dims_override)

@@ -1,0 +1,157 @@
+"""One training batch through the inference path, with the three losses (DESIGN.md §1).
+
+The forward pass mirrors inference exactly (`app.model.pipeline`): Whisper log-mel of the clip padded to the full
+window, the Whisper encoder, the projector, the prompt `PromptBuilder` renders (with the language hint in a
+fraction of batches), the projected audio scattered into the `<audio>` slots, the backbone's causal encoder over
+the prompt (its KV cache), and the decoder over a canvas at positions `prompt_len + arange(C)`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+from transformers import DynamicCache
+
+from app.model.backbone import PromptBuilder
+from app.model.checkpoint import ModelParts, asr_config_for
+from app.model.presets import ModelDims
+from app.training import losses
+from app.training.batches import Batch
+from app.training.config import TrainConfig
+
+
+def whisper_prefix(encoder, features: torch.Tensor, positions: int) -> torch.Tensor:
+    """The Whisper encoder over the first `positions` of its window: `[B, positions, width]`.
+
+    The same computation as `WhisperEncoder.forward` (convolutions, sinusoidal positions, layers, final norm),
+    which insists on the full window; over the full window the two are equal (tested). Dropout and LayerDrop
+    are left out: the shipped configs set both to 0.
+    """
+    x = F.gelu(encoder.conv1(features[..., : 2 * positions]))
+    x = F.gelu(encoder.conv2(x)).permute(0, 2, 1)
+    x = x + encoder.embed_positions.weight[:positions]
+    for layer in encoder.layers:
+        x = layer(x, None)
+    return encoder.layer_norm(x)
+
+
+class AsrTrainer:
+    """Holds the model parts and computes the losses of one batch exactly along the inference path."""
+
+    def __init__(self, parts: ModelParts, dims: ModelDims, config: TrainConfig) -> None:
+        self.parts = parts
+        self.dims = dims
+        self.config = config
+        self.model = parts.backbone.get_base_model()  # DiffusionGemmaForBlockDiffusion with LoRA layers injected
+        self.encoder = parts.whisper.get_encoder()
+        self.asr_config = asr_config_for(dims)
+        self.prompts = PromptBuilder(parts.tokenizer, self.asr_config)
+        self.vocab_size = self.model.config.text_config.vocab_size
+        self.cap = self.model.final_logit_softcapping
+        for p in self.parameters():
+            p.requires_grad_(True)
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.parts.whisper, self.parts.projector, self.parts.backbone]
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        seen, out = set(), []
+        for module in self.modules():
+            for p in module.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out.append(p)
+        return out
+
+    def train(self, mode: bool = True) -> None:
+        for module in self.modules():
+            module.train(mode)
+
+    def prompt(self, batch_size: int, language: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt ids `[B, L]` and audio positions `[slots]` (hinted prompts all have the same length)."""
+        built = [self.prompts.build(lang) for lang in (language or [None] * batch_size)]
+        return torch.stack([b.ids for b in built]), built[0].audio_positions
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Whisper encoder + projector: `[B, audio_slots, hidden]`."""
+        hidden = self.encoder(features).last_hidden_state
+        return self.parts.projector(hidden)
+
+    def prefill(self, audio: torch.Tensor, ids: torch.Tensor, positions: torch.Tensor):
+        """Backbone causal encoder over the prompt with the audio scattered in (with gradients)."""
+        embed = self.model.model.encoder.get_input_embeddings()
+        embeds = embed(ids)
+        slot_mask = torch.zeros(ids.shape, dtype=torch.bool)
+        slot_mask[:, positions] = True
+        embeds = embeds.masked_scatter(slot_mask[..., None], audio.to(embeds.dtype))
+        batch, length = ids.shape
+        cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
+        pos = torch.arange(length, dtype=torch.int32)[None].expand(batch, -1)
+        mask = self.model.model.encoder.create_masks_for_generate(
+            config=self.model.config, inputs_embeds=embeds,
+            attention_mask=torch.ones((batch, length), dtype=torch.bool), cache=cache, position_ids=pos,
+        )
+        out = self.model.model.encoder(inputs_embeds=embeds, attention_mask=mask, cache=cache, position_ids=pos)
+        return cache, out.last_hidden_state
+
+    def ctc_only(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Stage "ctc": the CTC loss alone (encoder, projector and the tied lm_head); the backbone is not run.
+
+        Without the backbone nothing needs the whole window, so the encoder runs only over the positions that
+        hold the batch's longest clip (batches are bucketed by length): synthetic clips fill half the window on
+        average, so this stage's steps cost about half.
+        """
+        positions = min(self.dims.encoder_positions, int(batch.slots.max()) * self.dims.subsample)
+        audio = self.parts.projector(whisper_prefix(self.encoder, batch.features, positions))
+        logits = losses.softcap(self.model.lm_head(audio), self.cap)
+        l_ctc = losses.ctc_loss(logits, batch.slots, batch.targets.ctc, batch.targets.ctc_lengths,
+                                blank=self.parts.tokenizer.pad_token_id)
+        nan = torch.tensor(float("nan"))
+        return {"loss": l_ctc, "diff": nan, "ar": nan, "ctc": l_ctc}
+
+    def losses(self, batch: Batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        targets = batch.targets
+        bsz = batch.features.shape[0]
+        audio = self.project(batch.features)
+        ids, positions = self.prompt(bsz, batch.langs if batch.hinted else None)
+        cache, prompt_hidden = self.prefill(audio, ids, positions)
+        length = ids.shape[1]
+        canvas_len = targets.canvas.shape[1]
+        dec_pos = (length + torch.arange(canvas_len))[None].expand(bsz, -1)
+
+        # (1) uniform diffusion, with self-conditioning on half of the rows
+        noisy, _, _ = losses.corrupt(targets.canvas, self.vocab_size, generator)
+        sc_mask = torch.rand(bsz, generator=generator) < cfg.self_cond_prob
+        sc_logits = None
+        if bool(sc_mask.any()):
+            with torch.no_grad():
+                first = self.model(decoder_input_ids=noisy, cache=cache, decoder_position_ids=dec_pos).logits
+            # Inference feeds the previous step's temperature-scaled logits (T from 0.8 down to 0.4).
+            temperature = self.asr_config.t_min + (self.asr_config.t_max - self.asr_config.t_min) * torch.rand(
+                bsz, 1, 1, generator=generator)
+            sc_logits = first / temperature
+        logits = self.model(
+            decoder_input_ids=noisy, cache=cache, decoder_position_ids=dec_pos,
+            self_conditioning_logits=sc_logits, self_conditioning_mask=sc_mask if sc_logits is not None else None,
+        ).logits
+        l_diff = losses.diffusion_loss(logits, targets.canvas, targets.content, cfg.pad_weight)
+        # (2) autoregressive auxiliary: after the decoder pass, since it appends the target to the cache
+        embed = self.model.model.encoder.get_input_embeddings()
+        ar_embeds = embed(targets.ar_inputs)
+        steps = ar_embeds.shape[1]
+        ar_pos = (length + torch.arange(steps, dtype=torch.int32))[None].expand(bsz, -1)
+        mask = self.model.model.encoder.create_masks_for_generate(
+            config=self.model.config, inputs_embeds=ar_embeds,
+            attention_mask=torch.ones((bsz, length + steps), dtype=torch.bool), cache=cache, position_ids=ar_pos,
+        )
+        ar_out = self.model.model.encoder(inputs_embeds=ar_embeds, attention_mask=mask, cache=cache,
+                                          position_ids=ar_pos)
+        hidden = torch.cat([prompt_hidden[:, -1:], ar_out.last_hidden_state], dim=1)
+        l_ar = losses.ar_loss(losses.softcap(self.model.lm_head(hidden), self.cap), targets.ar_labels)
+        # (3) CTC on the projector output through the lm_head
+        ctc_logits = losses.softcap(self.model.lm_head(audio), self.cap)
+        l_ctc = losses.ctc_loss(ctc_logits, batch.slots, targets.ctc, targets.ctc_lengths,
+                                blank=self.parts.tokenizer.pad_token_id)
+        total = cfg.w_diffusion * l_diff + cfg.w_ar * l_ar + cfg.w_ctc * l_ctc
+        return {"loss": total, "diff": l_diff, "ar": l_ar, "ctc": l_ctc}

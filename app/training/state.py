@@ -1,0 +1,93 @@
+"""Optimizer, learning-rate schedule and the resumable state of a training run."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.training.config import TrainConfig
+from app.training.forward import AsrTrainer
+
+
+def lr_factor(config: TrainConfig, step: int, elapsed_s: float) -> float:
+    """Linear warm-up then cosine decay to `min_lr_ratio`; progress by steps when `max_steps` is set, else time."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.max_steps:
+        progress = step / config.max_steps
+    else:
+        progress = elapsed_s / (config.max_minutes * 60.0)
+    progress = min(max(progress, 0.0), 1.0)
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    elapsed_s: float = 0.0
+    examples_seen: int = 0
+    history: list = field(default_factory=list)
+
+
+def _rng_state(generator: torch.Generator, sampler: random.Random) -> dict:
+    return {"torch": torch.get_rng_state(), "generator": generator.get_state(), "python": sampler.getstate(),
+            "numpy": np.random.get_state()}
+
+
+def _set_rng_state(state: dict, generator: torch.Generator, sampler: random.Random) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    sampler.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+
+
+def save_state(path: Path, trainer: AsrTrainer, optimizer, run: RunState, generator, sampler) -> None:
+    """Model, optimizer, step, elapsed time and every RNG, written atomically."""
+    state = {
+        "whisper": trainer.parts.whisper.state_dict(),
+        "projector": trainer.parts.projector.state_dict(),
+        "backbone": trainer.parts.backbone.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "run": asdict(run),
+        "rng": _rng_state(generator, sampler),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: Path, trainer: AsrTrainer, optimizer, generator, sampler) -> RunState:
+    state = torch.load(path, weights_only=False)
+    trainer.parts.whisper.load_state_dict(state["whisper"])
+    trainer.parts.projector.load_state_dict(state["projector"])
+    trainer.parts.backbone.load_state_dict(state["backbone"])
+    optimizer.load_state_dict(state["optimizer"])
+    _set_rng_state(state["rng"], generator, sampler)
+    return RunState(**state["run"])
+
+
+def make_optimizer(trainer: AsrTrainer, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only; the Whisper convolutions learn at `conv_lr_scale` x the rate.
+
+    Each group's `lr_scale` multiplies the scheduled rate (`Loop.step`). The convolutions feed the encoder's
+    residual stream with no normalisation in between: at the full rate Adam grows them ~100x within a few
+    hundred steps, their time-constant part swamps the stream, and the final LayerNorm then leaves an encoder
+    output that hardly changes over time (measured: per-frame variation 0.09 against 57 at the convolution).
+    """
+    encoder = trainer.encoder
+    conv = {id(p) for module in (encoder.conv1, encoder.conv2) for p in module.parameters()}
+    groups: dict[tuple[bool, bool], list] = {}
+    for p in trainer.parameters():
+        groups.setdefault((p.ndim >= 2, id(p) in conv), []).append(p)
+    return torch.optim.AdamW(
+        [{"params": params, "weight_decay": config.weight_decay if matrix else 0.0,
+          "lr_scale": config.conv_lr_scale if is_conv else 1.0}
+         for (matrix, is_conv), params in sorted(groups.items())],
+        lr=config.lr, betas=(0.9, 0.98), eps=1e-8,
+    )
