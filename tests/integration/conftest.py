@@ -31,12 +31,14 @@ def free_port() -> int:
 class ServerProcess:
     """One `diffusion-asr serve` subprocess; its output goes to a log file the tests can read."""
 
-    def __init__(self, model_dir: Path, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, model_dir: Path | None, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("ASR_")}
-        full_env.update({"ASR_MODEL": str(model_dir), "ASR_LOG_LEVEL": "info", **env})
+        full_env.update({"ASR_LOG_LEVEL": "info", **env})
+        if model_dir is not None:  # None: no model configured, the service picks its embedded default
+            full_env["ASR_MODEL"] = str(model_dir)
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -76,7 +78,7 @@ class ServerProcess:
         return self.process.returncode
 
 
-def _serve(model_dir: Path, tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str]):
+def _serve(model_dir: Path | None, tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str]):
     server = ServerProcess(model_dir, env, tmp_path_factory.mktemp("server") / f"{name}.log")
     try:
         server.wait_ready()
@@ -108,6 +110,13 @@ def limited_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
     yield from _serve(tiny_model_dir, tmp_path_factory, "limited", {
         "ASR_MAX_QUEUE": "1", "ASR_MAX_BATCH_SIZE": "1", "ASR_REQUEST_TIMEOUT_S": "3", "ASR_CANVAS_LENGTH": "768",
     })
+
+
+@pytest.fixture(scope="session")
+def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server started as the README starts it: no model configured, so the embedded default (with its
+    cache directory in the test's temporary tree)."""
+    yield from _serve(None, tmp_path_factory, "default", {"ASR_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))})
 
 
 @pytest.fixture(scope="session")
