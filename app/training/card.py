@@ -80,7 +80,7 @@ AdamW lr {info['config']['lr']}, warm-up {info['config']['warmup_steps']} steps,
 
 Seed {info['seed']}. Training loop {info['train_minutes']} min ({info['this_invocation_wall_minutes']} min wall clock
 for this invocation, which reused the data and features already in its work directory: {info['data_timings']}).
-{info.get('data_note', '')}
+{info.get('note', '')}
 
 {results_md}
 ## Limits
