@@ -54,10 +54,11 @@ def train_tokenizer(
     return build_tokenizer(tokenizer_corpus(texts, langs), vocab_size=vocab_size)
 
 
-def audio_slots(num_samples: int, dims: ModelDims) -> int:
-    """Projector slots covering `num_samples` of audio (mel hop 160, Whisper stride 2, projector subsample)."""
-    per_slot = 160 * 2 * dims.subsample
-    return min(dims.audio_slots, -(-int(num_samples) // per_slot) + 1)
+def audio_slots(num_samples: int, subsample: int, max_slots: int) -> int:
+    """Projector slots covering `num_samples` of audio (mel hop 160, Whisper stride 2, projector subsample),
+    at most the window's `max_slots`: the CTC input length of a clip."""
+    per_slot = 160 * 2 * subsample
+    return min(max_slots, -(-int(num_samples) // per_slot) + 1)
 
 
 def make_examples(
@@ -67,7 +68,7 @@ def make_examples(
     encoded = tokenizer(list(feats.texts), add_special_tokens=False).input_ids
     examples, dropped = [], {"canvas": 0, "ctc": 0, "window": 0}
     for i, (ids, lang, n) in enumerate(zip(encoded, feats.langs, feats.num_samples)):
-        slots = audio_slots(n, dims)
+        slots = audio_slots(n, dims.subsample, dims.audio_slots)
         if n > dims.window_seconds * 16000:
             dropped["window"] += 1
             continue
@@ -101,8 +102,6 @@ def collate(feats: FeatureSet, examples: list[Example], tokenizer, canvas_length
     )
     slots = torch.tensor([e.slots for e in examples], dtype=torch.long)
     return Batch(torch.from_numpy(rows), [e.lang for e in examples], hinted, targets, slots)
-
-
 
 
 def probe_batch(feats: FeatureSet, tokenizer, dims: ModelDims, per_lang: int = 8) -> Batch:

@@ -94,6 +94,7 @@ def evaluate_synthetic(pipeline, feats_or_clips, steps: int, seed: int = 0, batc
     """
     from app.model.denoiser import DenoiseJob, denoise_all
     from app.model.pipeline import window_generator
+    from app.training.batches import audio_slots
     from app.training.losses import greedy_ctc, softcap
 
     clips = list(feats_or_clips)
@@ -110,7 +111,6 @@ def evaluate_synthetic(pipeline, feats_or_clips, steps: int, seed: int = 0, batc
     ctc_hyps: dict[str, list[str]] = {}
     tags: dict[str, list[bool]] = {}
     model = pipeline.backbone
-    per_slot = 2 * 160 * pipeline.projector.subsample
     for start in range(0, len(clips), batch):
         chunk = clips[start:start + batch]
         audio = pipeline.encode([c.audio for c in chunk])
@@ -122,7 +122,8 @@ def evaluate_synthetic(pipeline, feats_or_clips, steps: int, seed: int = 0, batc
         results = denoise_all(model, jobs, pipeline.params, pipeline.sampler)
         with torch.no_grad():
             logits = softcap(model.lm_head(audio), model.final_logit_softcapping)
-        lengths = torch.tensor([min(audio.shape[1], -(-len(c.audio) // per_slot) + 1) for c in chunk])
+        lengths = torch.tensor([audio_slots(len(c.audio), pipeline.projector.subsample, audio.shape[1])
+                                for c in chunk])
         ctc_ids = greedy_ctc(logits, lengths, blank=pipeline.tokenizer.pad_token_id)
         for clip, result, ids in zip(chunk, results, ctc_ids):
             text, _ = pipeline.transcripts.decode(result.tokens, clip.lang)

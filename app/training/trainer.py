@@ -108,8 +108,9 @@ class Loop:
         picked, hinted = next_batch(self.examples, self.sampler, cfg.batch_size, cfg.hint_prob, self.order,
                                     cfg.bucket_batches)
         batch = collate(self.feats, picked, self.trainer.parts.tokenizer, self.trainer.dims.canvas_length, hinted)
+        scheduled = cfg.lr * lr_factor(cfg, self.run.step, self.run.elapsed_s)
         for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_factor(cfg, self.run.step, self.run.elapsed_s) * group.get("lr_scale", 1.0)
+            group["lr"] = scheduled * group.get("lr_scale", 1.0)
         self.trainer.train(True)
         if self.run.elapsed_s < cfg.ctc_only_until_minutes * 60.0:
             out = self.trainer.ctc_only(batch)
@@ -123,7 +124,7 @@ class Loop:
         self.run.examples_seen += len(picked)
         values = {k: float(v.detach()) for k, v in out.items()}
         values["gnorm"] = float(norm)
-        values["lr"] = cfg.lr * lr_factor(cfg, self.run.step - 1, self.run.elapsed_s)
+        values["lr"] = scheduled
         return values
 
     def fit(self) -> RunState:
