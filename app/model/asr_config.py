@@ -17,6 +17,8 @@ LANGUAGE_NAMES: dict[str, str] = {
     "zh": "Mandarin",
 }
 
+AUDIO_COMPRESSIONS: tuple[str | None, ...] = (None, "ctc")
+
 
 @dataclass(frozen=True)
 class AsrConfig:
@@ -33,12 +35,19 @@ class AsrConfig:
     languages: tuple[str, ...] = SUPPORTED_LANGUAGES
     # How the model writes its language tag at the start of the canvas (e.g. "<|{lang}|>"), or None if it does not.
     language_tag_format: str | None = None
+    # "ctc": the projected audio is merged by the projector's own CTC prediction through the lm_head before it
+    # enters the prompt (`app.model.compression`); None: the slots go in as projected.
+    audio_compression: str | None = None
     # Entropy-bound sampler and schedule (the stock DiffusionGemma defaults).
     entropy_bound: float = 0.1
     t_min: float = 0.4
     t_max: float = 0.8
     stability_threshold: int = 1
     confidence_threshold: float = 0.005
+
+    def __post_init__(self) -> None:
+        if self.audio_compression not in AUDIO_COMPRESSIONS:
+            raise ValueError(f"audio_compression must be one of {AUDIO_COMPRESSIONS}, got {self.audio_compression!r}")
 
     def language_tag(self, lang: str) -> str | None:
         """The tag token text for `lang`, when the checkpoint's format defines one."""

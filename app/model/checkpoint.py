@@ -164,9 +164,10 @@ def build_model(dims: ModelDims, tokenizer: PreTrainedTokenizerFast) -> ModelPar
     )
 
 
-def asr_config_for(dims: ModelDims) -> AsrConfig:
+def asr_config_for(dims: ModelDims, audio_compression: str | None = None) -> AsrConfig:
     """The prompt format of checkpoints the project builds: one language-tag token as the hint."""
     return AsrConfig(
+        audio_compression=audio_compression,
         prompt_template="<bos><start_of_turn>{audio}{hint}<end_of_turn>",
         language_hint=LANGUAGE_TAG_FORMAT.replace("{lang}", "{language}"),
         context_hint="",

@@ -21,6 +21,7 @@ from app.model.backbone import Prefill, PromptBuilder, load_lora, prefill, promp
 from app.model.checkpoint import (
     CheckpointError, CheckpointPaths, default_device, default_dtype, load_projector, load_tokenizer,
 )
+from app.model.compression import ctc_compress
 from app.model.denoiser import DenoiseJob, SamplingParams, denoise_all
 from app.model.sampling import TokenSampler
 from app.model.transcript import (
@@ -125,10 +126,21 @@ class AsrPipeline:
         return self._vad
 
     @torch.no_grad()
-    def encode(self, windows: list[np.ndarray]) -> torch.Tensor:
-        """Projected audio embeddings `[B, audio_slots, hidden]` for up to one window each."""
+    def project(self, windows: list[np.ndarray]) -> torch.Tensor:
+        """Projector output `[B, audio_slots, hidden]` for up to one window each (what CTC was trained on)."""
         features = whisper.log_mel(self.extractor, windows, self.frames)
         return self.projector(whisper.encode(self.encoder, features))
+
+    @torch.no_grad()
+    def compress(self, projected: torch.Tensor) -> torch.Tensor:
+        """The prompt's audio embeddings from projector output, per the checkpoint's `audio_compression`."""
+        if self.config.audio_compression != "ctc":
+            return projected
+        return ctc_compress(projected, self.backbone.lm_head(projected), self.tokenizer.pad_token_id)
+
+    def encode(self, windows: list[np.ndarray]) -> torch.Tensor:
+        """Audio embeddings for the prompt `[B, audio_slots, hidden]`, for up to one window each."""
+        return self.compress(self.project(windows))
 
     @torch.no_grad()
     def prefill(self, audio: torch.Tensor, language: str | None, prompt: str | None) -> Prefill:

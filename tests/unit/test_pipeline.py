@@ -80,3 +80,38 @@ def test_incomplete_checkpoint_names_the_missing_file(tiny_model_dir, tmp_path, 
     (copy / missing).unlink()
     with pytest.raises(CheckpointError, match=missing.rsplit("/", 1)[-1].replace(".", r"\.")):
         CheckpointPaths.from_model_dir(copy).validate()
+
+
+def _with_asr_config(tiny_model_dir, tmp_path, **changes):
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    path = copy / "adapter" / "asr_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    return copy
+
+
+def test_ctc_compressed_checkpoint_feeds_the_prompt_one_slot_per_emitted_run(tiny_model_dir, tmp_path):
+    import torch
+
+    from app.model.compression import ctc_compress
+    from app.model.pipeline import load_pipeline
+
+    pipeline = load_pipeline(_with_asr_config(tiny_model_dir, tmp_path, audio_compression="ctc"),
+                             device=torch.device("cpu"), dtype=torch.float32)
+    audio = [np.random.default_rng(0).standard_normal(16_000).astype(np.float32) * 0.1]
+    projected = pipeline.project(audio)
+    encoded = pipeline.encode(audio)
+    with torch.no_grad():
+        expected = ctc_compress(projected, pipeline.backbone.lm_head(projected), pipeline.tokenizer.pad_token_id)
+    torch.testing.assert_close(encoded, expected)
+    assert not torch.equal(encoded, projected)
+    assert pipeline.transcribe(audio[0], DecodeOptions(steps=2)).duration == pytest.approx(1.0)
+
+
+def test_unknown_audio_compression_is_refused_by_name(tiny_model_dir, tmp_path):
+    from app.model.pipeline import load_pipeline
+
+    with pytest.raises(ValueError, match="audio_compression"):
+        load_pipeline(_with_asr_config(tiny_model_dir, tmp_path, audio_compression="mean"))

@@ -1,0 +1,40 @@
+"""CTC compression: one slot per emitted run, in order, averaged, left-aligned; the rest zero."""
+
+from __future__ import annotations
+
+import torch
+
+from app.model.compression import ctc_compress
+
+BLANK = 0
+
+
+def _logits(labels: list[list[int]], vocab: int = 5) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor(labels), vocab).float() * 10
+
+
+def test_runs_are_averaged_blanks_dropped_and_repeats_split_by_a_blank() -> None:
+    # slots:    0  1  2  3  4  5  6  7
+    labels = [[0, 3, 3, 0, 3, 2, 0, 0]]  # runs: {1,2} -> 3, {4} -> 3 (a blank separates them), {5} -> 2
+    audio = torch.arange(8, dtype=torch.float32).reshape(1, 8, 1).repeat(1, 1, 2)
+    out = ctc_compress(audio, _logits(labels), BLANK)
+    assert out.shape == audio.shape
+    torch.testing.assert_close(out[0, :, 0], torch.tensor([1.5, 4.0, 5.0, 0, 0, 0, 0, 0]))
+
+
+def test_rows_are_independent_and_all_blank_rows_are_zero() -> None:
+    labels = [[1, 1, 2, 2], [0, 0, 0, 0]]
+    audio = torch.randn(2, 4, 3)
+    out = ctc_compress(audio, _logits(labels), BLANK)
+    torch.testing.assert_close(out[0, 0], audio[0, :2].mean(0))
+    torch.testing.assert_close(out[0, 1], audio[0, 2:].mean(0))
+    assert torch.count_nonzero(out[0, 2:]) == 0
+    assert torch.count_nonzero(out[1]) == 0
+
+
+def test_gradient_reaches_every_emitted_slot_and_no_blank_one() -> None:
+    labels = [[2, 0, 4, 4]]
+    audio = torch.randn(1, 4, 3, requires_grad=True)
+    ctc_compress(audio, _logits(labels), BLANK).sum().backward()
+    assert audio.grad is not None
+    torch.testing.assert_close(audio.grad[0, :, 0], torch.tensor([1.0, 0.0, 0.5, 0.5]))
