@@ -30,9 +30,13 @@ def model_card(info: dict, results_md: str = "") -> str:
     tokens = ("one token per character (byte-level BPE whose merges only rebuild whole characters, trained on the "
               "training sentences), language tags `<|xx|>`" if cfg.get("characters") else
               "byte-level BPE trained on the training sentences, language tags `<|xx|>`")
+    later = ("then all three losses, with the encoder and projector frozen (CTC trains only the lm_head)"
+             if cfg.get("freeze_audio") else "then all three losses on every parameter")
     stage = (f"First {cfg['ctc_only_until_minutes']:g} min of training: CTC alone, on the Whisper encoder, the "
-             "projector and the tied lm_head (the backbone is not run); then all three losses on every parameter."
+             f"projector and the tied lm_head (the backbone is not run); {later}."
              if cfg.get("ctc_only_until_minutes") else "All three losses from the first step.")
+    noise = cfg.get("noise_exponent", 1.0)
+    levels = "t ~ U(0,1)" if noise == 1.0 else f"t = u^{noise:g}, u ~ U(0,1),"
     return f"""# default: a small diffusion ASR model (en, de, fr, es, hi, zh)
 
 The project's shipped demo model: the serving architecture (Whisper-style encoder -> projector ->
@@ -65,7 +69,7 @@ on synthetic espeak-ng speech only.
 
 All parameters trained from random init (fp32, CPU, {info['machine']}, torch {info['torch']}) with three losses:
 uniform-diffusion cross-entropy on the canvas (weight {info['config']['w_diffusion']}; corrupted fraction
-t ~ U(0,1) per row, all positions scored, <pad> positions weighted {info['config']['pad_weight']}; self-conditioning
+{levels} per row, all positions scored, <pad> positions weighted {info['config']['pad_weight']}; self-conditioning
 on {info['config']['self_cond_prob']:.0%} of rows with the first pass's logits divided by a temperature in
 [0.4, 0.8]), autoregressive next-token loss through the backbone's causal encoder (weight {info['config']['w_ar']}),
 CTC on the projector output through the lm_head (weight {info['config']['w_ctc']}, blank = <pad>, targets = text

@@ -27,7 +27,7 @@ def _parse_dim(text: str) -> tuple[str, object]:
 _TRAIN_FIELDS = (
     "work_dir", "out", "preset", "train_per_lang", "eval_per_lang", "seed", "batch_size", "lr", "max_minutes",
     "max_steps", "checkpoint_minutes", "ctc_only_until_minutes", "w_ctc", "w_ar", "conv_lr_scale", "conv_gain",
-    "warmup_steps", "probe_every", "threads",
+    "warmup_steps", "probe_every", "threads", "noise_exponent", "freeze_audio",
 )
 
 
@@ -80,6 +80,10 @@ def register(subparsers) -> None:
     p.add_argument("--conv-gain", type=float,
                    help="init scale of the encoder's second convolution (audio against positions)")
     p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--noise-exponent", type=float,
+                   help="corrupted canvas fraction t = u ** this, u ~ U(0, 1) (1: uniform; below 1: noisier)")
+    p.add_argument("--freeze-audio", action=argparse.BooleanOptionalAction, default=None,
+                   help="stop training the encoder and projector after the CTC stage")
     p.add_argument("--probe-every", type=int,
                    help="steps between held-out greedy-CTC CER lines in the log (0: never)")
     p.add_argument("--threads", type=int)

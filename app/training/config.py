@@ -59,6 +59,17 @@ class TrainConfig:
     # Stage "ctc": until this much training time, only the CTC loss updates the Whisper encoder, the projector
     # and the tied lm_head (steps ~4x cheaper than full ones that teach the audio path its alignment first).
     ctc_only_until_minutes: float = 15.0
+    # After the CTC stage the Whisper encoder and projector stop learning and run without gradients: the backbone
+    # learns to read a fixed audio path, and its steps skip the encoder's backward pass (~30% cheaper). CTC then
+    # trains only the tied lm_head, which keeps the greedy-CTC head in step with the backbone's embeddings.
+    freeze_audio: bool = True
+    # Corrupted fraction of a training canvas: t = u ** noise_exponent, u ~ U(0, 1). Below 1 it favours heavily
+    # corrupted canvases, which is where decoding starts (step 1 sees a wholly random canvas) and where the
+    # backbone must read the audio rather than its neighbours on the canvas.
+    noise_exponent: float = 0.5
+    # How the projected audio enters the prompt (`AsrConfig.audio_compression`): "ctc" merges it by the CTC
+    # prediction, one slot per emitted character, so the backbone need not learn where each character was spoken.
+    audio_compression: str | None = "ctc"
     conv_gain: float = 8.0  # extra init scale of the second Whisper convolution (see trainer.init_audio_path)
     conv_lr_scale: float = 0.1  # learning-rate multiplier of the Whisper convolutions (see state.make_optimizer)
     bucket_batches: int = 50  # batches of similar clip length, sorted within runs of this many (0: off)

@@ -88,8 +88,9 @@ def evaluate_synthetic(pipeline, feats_or_clips, steps: int, seed: int = 0, batc
     """Diffusion (no hint) and greedy-CTC transcripts of held-out clips, per language.
 
     Each clip is one window (synthetic clips are shorter than the window), so the batched path below is what
-    `AsrPipeline.transcribe` runs for it: `encode` -> `prefill` (no hint) -> `denoise_all` with the window's
-    generator `window_generator(seed, 0)` -> `TranscriptDecoder`. Batching only shares the forward passes;
+    `AsrPipeline.transcribe` runs for it: `encode` (= `project`, whose output the CTC column decodes, then
+    `compress`) -> `prefill` (no hint) -> `denoise_all` with the window's generator `window_generator(seed, 0)`
+    -> `TranscriptDecoder`. Batching only shares the forward passes;
     every row draws from its own generator.
     """
     from app.model.denoiser import DenoiseJob, denoise_all
@@ -113,11 +114,11 @@ def evaluate_synthetic(pipeline, feats_or_clips, steps: int, seed: int = 0, batc
     model = pipeline.backbone
     for start in range(0, len(clips), batch):
         chunk = clips[start:start + batch]
-        audio = pipeline.encode([c.audio for c in chunk])
+        audio = pipeline.project([c.audio for c in chunk])
         jobs = [
             DenoiseJob(prefill=pipeline.prefill(embeds, None, None), steps=steps,
                        generator=window_generator(seed, 0, pipeline.device))
-            for embeds in audio
+            for embeds in pipeline.compress(audio)
         ]
         results = denoise_all(model, jobs, pipeline.params, pipeline.sampler)
         with torch.no_grad():

@@ -14,6 +14,7 @@ from transformers import DynamicCache
 
 from app.model.backbone import PromptBuilder
 from app.model.checkpoint import ModelParts, asr_config_for
+from app.model.compression import ctc_compress
 from app.model.presets import ModelDims
 from app.training import losses
 from app.training.batches import Batch
@@ -44,7 +45,7 @@ class AsrTrainer:
         self.config = config
         self.model = parts.backbone.get_base_model()  # DiffusionGemmaForBlockDiffusion with LoRA layers injected
         self.encoder = parts.whisper.get_encoder()
-        self.asr_config = asr_config_for(dims)
+        self.asr_config = asr_config_for(dims, config.audio_compression)
         self.prompts = PromptBuilder(parts.tokenizer, self.asr_config)
         self.vocab_size = self.model.config.text_config.vocab_size
         self.cap = self.model.final_logit_softcapping
@@ -72,10 +73,29 @@ class AsrTrainer:
         built = [self.prompts.build(lang) for lang in (language or [None] * batch_size)]
         return torch.stack([b.ids for b in built]), built[0].audio_positions
 
+    def audio_parameters(self) -> list[torch.nn.Parameter]:
+        """The Whisper encoder's and the projector's parameters (the audio path)."""
+        return [*self.parts.whisper.parameters(), *self.parts.projector.parameters()]
+
+    def freeze_audio(self) -> None:
+        """Stop training the audio path (`TrainConfig.freeze_audio`); the optimizer skips grad-less parameters."""
+        for p in self.audio_parameters():
+            p.requires_grad_(False)
+
     def project(self, features: torch.Tensor) -> torch.Tensor:
-        """Whisper encoder + projector: `[B, audio_slots, hidden]`."""
-        hidden = self.encoder(features).last_hidden_state
-        return self.parts.projector(hidden)
+        """Whisper encoder + projector: `[B, audio_slots, hidden]` (without a graph when the path is frozen)."""
+        frozen = not any(p.requires_grad for p in self.parts.projector.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            hidden = self.encoder(features).last_hidden_state
+            return self.parts.projector(hidden)
+
+    def prompt_audio(self, projected: torch.Tensor) -> torch.Tensor:
+        """What the prompt's audio slots receive, as `AsrPipeline.compress` gives it at inference."""
+        if self.asr_config.audio_compression != "ctc":
+            return projected
+        with torch.no_grad():
+            logits = self.model.lm_head(projected)  # only the argmax is used: no gradient to the head
+        return ctc_compress(projected, logits, self.parts.tokenizer.pad_token_id)
 
     def prefill(self, audio: torch.Tensor, ids: torch.Tensor, positions: torch.Tensor):
         """Backbone causal encoder over the prompt with the audio scattered in (with gradients)."""
@@ -115,13 +135,14 @@ class AsrTrainer:
         bsz = batch.features.shape[0]
         audio = self.project(batch.features)
         ids, positions = self.prompt(bsz, batch.langs if batch.hinted else None)
-        cache, prompt_hidden = self.prefill(audio, ids, positions)
+        cache, prompt_hidden = self.prefill(self.prompt_audio(audio), ids, positions)
         length = ids.shape[1]
         canvas_len = targets.canvas.shape[1]
         dec_pos = (length + torch.arange(canvas_len))[None].expand(bsz, -1)
 
         # (1) uniform diffusion, with self-conditioning on half of the rows
-        noisy, _, _ = losses.corrupt(targets.canvas, self.vocab_size, generator)
+        t = losses.noise_levels(bsz, cfg.noise_exponent, generator)
+        noisy, _, _ = losses.corrupt(targets.canvas, self.vocab_size, generator, t)
         sc_mask = torch.rand(bsz, generator=generator) < cfg.self_cond_prob
         sc_logits = None
         if bool(sc_mask.any()):

@@ -64,6 +64,11 @@ def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
     return torch.tanh(logits / cap) * cap
 
 
+def noise_levels(batch: int, exponent: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-row corrupted fractions `t = u ** exponent`, u ~ U(0, 1) (exponent 1: uniform; below 1: noisier)."""
+    return torch.rand(batch, generator=generator) ** exponent
+
+
 def corrupt(
     canvas: torch.Tensor, vocab_size: int, generator: torch.Generator | None = None,
     t: torch.Tensor | None = None,

@@ -115,6 +115,8 @@ class Loop:
         if self.run.elapsed_s < cfg.ctc_only_until_minutes * 60.0:
             out = self.trainer.ctc_only(batch)
         else:
+            if cfg.freeze_audio and cfg.ctc_only_until_minutes > 0:
+                self.trainer.freeze_audio()  # idempotent; also right after a resume into the full stage
             out = self.trainer.losses(batch, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
@@ -279,7 +281,7 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
     }
     (work / "train_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     out = Path(config.out)
-    save_checkpoint(out, parts, asr_config_for(dims), model_card(info), half=True)
+    save_checkpoint(out, parts, asr_config_for(dims, config.audio_compression), model_card(info), half=True)
     # The run's record travels with the checkpoint, so `diffusion-asr eval --update-card` can re-render the card.
     (out / "adapter" / "train_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     log.info("saved %s", out)

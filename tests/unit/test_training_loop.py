@@ -11,9 +11,9 @@ import torch
 
 from app.model.checkpoint import build_model
 from app.model.presets import PRESETS
-from app.training.features import FeatureSet
 from app.training.batches import make_examples, train_tokenizer
 from app.training.config import TrainConfig
+from app.training.features import FeatureSet
 from app.training.trainer import Loop
 
 TINY = replace(
@@ -85,6 +85,23 @@ def test_ctc_stage_updates_only_the_audio_path(tmp_path: Path) -> None:
     assert not torch.equal(loop.trainer.model.lm_head.weight, head)
     assert not torch.equal(loop.trainer.parts.projector.conv.weight, conv)
     assert torch.equal(backbone_layer, layer)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_full_stage_after_the_ctc_stage_freezes_the_audio_path_when_asked(tmp_path: Path, freeze: bool) -> None:
+    loop = _loop(tmp_path, ctc_only_until_minutes=1.0, freeze_audio=freeze)
+    loop.run.elapsed_s = 120.0  # past the CTC stage
+    conv = loop.trainer.parts.projector.conv.weight.detach().clone()
+    attention = loop.trainer.encoder.layers[0].self_attn.q_proj.weight.detach().clone()
+    head = loop.trainer.model.lm_head.weight.detach().clone()
+    backbone_layer = loop.trainer.model.model.encoder.language_model.layers[0].mlp.down_proj.weight
+    layer = backbone_layer.detach().clone()
+    values = loop.step()
+    assert np.isfinite(values["diff"]) and np.isfinite(values["ar"]) and np.isfinite(values["ctc"])
+    assert not torch.equal(backbone_layer, layer)
+    assert not torch.equal(loop.trainer.model.lm_head.weight, head)  # CTC still trains the tied head
+    assert torch.equal(loop.trainer.parts.projector.conv.weight, conv) == freeze
+    assert torch.equal(loop.trainer.encoder.layers[0].self_attn.q_proj.weight, attention) == freeze
 
 
 def test_whisper_prefix_equals_the_encoder_over_the_full_window(tmp_path: Path) -> None:

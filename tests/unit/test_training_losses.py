@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from app.training import losses
@@ -36,6 +37,17 @@ def test_corrupt_fraction_follows_t() -> None:
     assert abs(chosen[1].float().mean().item() - 0.5) < 0.05
     assert torch.equal(noisy[~chosen], canvas[~chosen])
     assert noisy.max() < 1000
+
+
+def test_noise_levels_exponent_shifts_corruption_up() -> None:
+    generator = torch.Generator().manual_seed(0)
+    uniform = losses.noise_levels(20_000, 1.0, generator)
+    noisier = losses.noise_levels(20_000, 0.5, generator)
+    for t in (uniform, noisier):
+        assert float(t.min()) >= 0.0 and float(t.max()) <= 1.0
+    # E[u] = 1/2; E[u ** 0.5] = 2/3
+    assert float(uniform.mean()) == pytest.approx(0.5, abs=0.01)
+    assert float(noisier.mean()) == pytest.approx(2 / 3, abs=0.01)
 
 
 def test_diffusion_loss_weights_pad_positions() -> None:
