@@ -165,10 +165,14 @@ def build_model(dims: ModelDims, tokenizer: PreTrainedTokenizerFast) -> ModelPar
 
 
 def asr_config_for(dims: ModelDims, audio_compression: str | None = None) -> AsrConfig:
-    """The prompt format of checkpoints the project builds: one language-tag token as the hint."""
+    """The prompt format of checkpoints the project builds: one language-tag token as the hint.
+
+    The hint goes before the audio so that the distance from each audio slot to the canvas is the same with or
+    without it: the decoder finds the k-th (compressed) audio slot at one fixed relative position.
+    """
     return AsrConfig(
         audio_compression=audio_compression,
-        prompt_template="<bos><start_of_turn>{audio}{hint}<end_of_turn>",
+        prompt_template="<bos><start_of_turn>{hint}{audio}<end_of_turn>",
         language_hint=LANGUAGE_TAG_FORMAT.replace("{lang}", "{language}"),
         context_hint="",
         audio_slots=dims.audio_slots,
