@@ -31,3 +31,15 @@ def ctc_compress(audio: torch.Tensor, logits: torch.Tensor, blank: int) -> torch
     sums = audio.new_zeros(batch, slots + 1, hidden).scatter_add(1, index[..., None].expand(-1, -1, hidden), audio)
     counts = audio.new_zeros(batch, slots + 1).scatter_add(1, index, emitted.to(audio.dtype))
     return sums[:, :slots] / counts[:, :slots, None].clamp(min=1)
+
+
+def prompt_audio(
+    projected: torch.Tensor, lm_head: torch.nn.Module, blank: int, compression: str | None
+) -> torch.Tensor:
+    """What the prompt's audio slots receive under a checkpoint's `audio_compression`: the one rule for
+    training (`AsrTrainer`) and inference (`AsrPipeline`), so both feed the backbone the same thing."""
+    if compression != "ctc":
+        return projected
+    with torch.no_grad():
+        logits = lm_head(projected)  # only its argmax is used: no gradient to the head
+    return ctc_compress(projected, logits, blank)

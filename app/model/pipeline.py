@@ -21,7 +21,7 @@ from app.model.backbone import Prefill, PromptBuilder, load_lora, prefill, promp
 from app.model.checkpoint import (
     CheckpointError, CheckpointPaths, default_device, default_dtype, load_projector, load_tokenizer,
 )
-from app.model.compression import ctc_compress
+from app.model.compression import prompt_audio
 from app.model.denoiser import DenoiseJob, SamplingParams, denoise_all
 from app.model.sampling import TokenSampler
 from app.model.transcript import (
@@ -134,9 +134,8 @@ class AsrPipeline:
     @torch.no_grad()
     def compress(self, projected: torch.Tensor) -> torch.Tensor:
         """The prompt's audio embeddings from projector output, per the checkpoint's `audio_compression`."""
-        if self.config.audio_compression != "ctc":
-            return projected
-        return ctc_compress(projected, self.backbone.lm_head(projected), self.tokenizer.pad_token_id)
+        return prompt_audio(projected, self.backbone.lm_head, self.tokenizer.pad_token_id,
+                            self.config.audio_compression)
 
     def encode(self, windows: list[np.ndarray]) -> torch.Tensor:
         """Audio embeddings for the prompt `[B, audio_slots, hidden]`, for up to one window each."""

@@ -90,8 +90,7 @@ def evaluate_synthetic(pipeline, feats_or_clips, steps: int, seed: int = 0, batc
     Each clip is one window (synthetic clips are shorter than the window), so the batched path below is what
     `AsrPipeline.transcribe` runs for it: `encode` (= `project`, whose output the CTC column decodes, then
     `compress`) -> `prefill` (no hint) -> `denoise_all` with the window's generator `window_generator(seed, 0)`
-    -> `TranscriptDecoder`. Batching only shares the forward passes;
-    every row draws from its own generator.
+    -> `TranscriptDecoder`. Batching only shares the forward passes; every row draws from its own generator.
     """
     from app.model.denoiser import DenoiseJob, denoise_all
     from app.model.pipeline import window_generator

@@ -14,7 +14,7 @@ from transformers import DynamicCache
 
 from app.model.backbone import PromptBuilder
 from app.model.checkpoint import ModelParts, asr_config_for
-from app.model.compression import ctc_compress
+from app.model.compression import prompt_audio
 from app.model.presets import ModelDims
 from app.training import losses
 from app.training.batches import Batch
@@ -89,14 +89,6 @@ class AsrTrainer:
             hidden = self.encoder(features).last_hidden_state
             return self.parts.projector(hidden)
 
-    def prompt_audio(self, projected: torch.Tensor) -> torch.Tensor:
-        """What the prompt's audio slots receive, as `AsrPipeline.compress` gives it at inference."""
-        if self.asr_config.audio_compression != "ctc":
-            return projected
-        with torch.no_grad():
-            logits = self.model.lm_head(projected)  # only the argmax is used: no gradient to the head
-        return ctc_compress(projected, logits, self.parts.tokenizer.pad_token_id)
-
     def prefill(self, audio: torch.Tensor, ids: torch.Tensor, positions: torch.Tensor):
         """Backbone causal encoder over the prompt with the audio scattered in (with gradients)."""
         embed = self.model.model.encoder.get_input_embeddings()
@@ -135,7 +127,9 @@ class AsrTrainer:
         bsz = batch.features.shape[0]
         audio = self.project(batch.features)
         ids, positions = self.prompt(bsz, batch.langs if batch.hinted else None)
-        cache, prompt_hidden = self.prefill(self.prompt_audio(audio), ids, positions)
+        in_prompt = prompt_audio(audio, self.model.lm_head, self.parts.tokenizer.pad_token_id,
+                                 self.asr_config.audio_compression)
+        cache, prompt_hidden = self.prefill(in_prompt, ids, positions)
         length = ids.shape[1]
         canvas_len = targets.canvas.shape[1]
         dec_pos = (length + torch.arange(canvas_len))[None].expand(bsz, -1)

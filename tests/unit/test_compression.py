@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from app.model.compression import ctc_compress
+from app.model.compression import ctc_compress, prompt_audio
 
 BLANK = 0
 
@@ -38,3 +38,12 @@ def test_gradient_reaches_every_emitted_slot_and_no_blank_one() -> None:
     ctc_compress(audio, _logits(labels), BLANK).sum().backward()
     assert audio.grad is not None
     torch.testing.assert_close(audio.grad[0, :, 0], torch.tensor([1.0, 0.0, 0.5, 0.5]))
+
+
+def test_prompt_audio_follows_the_checkpoint_setting() -> None:
+    audio = torch.randn(1, 4, 5)
+    head = torch.nn.Linear(5, 5, bias=False)
+    assert prompt_audio(audio, head, BLANK, None) is audio
+    with torch.no_grad():
+        expected = ctc_compress(audio, head(audio), BLANK)
+    torch.testing.assert_close(prompt_audio(audio, head, BLANK, "ctc"), expected)
