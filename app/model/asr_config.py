@@ -18,6 +18,7 @@ LANGUAGE_NAMES: dict[str, str] = {
 }
 
 AUDIO_COMPRESSIONS: tuple[str | None, ...] = (None, "ctc")
+CANVAS_POSITIONS: tuple[str, ...] = ("after_prompt", "on_audio")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class AsrConfig:
     # "ctc": the projected audio is merged by the projector's own CTC prediction through the lm_head before it
     # enters the prompt (`app.model.compression`); None: the slots go in as projected.
     audio_compression: str | None = None
+    # Rotary positions of the canvas: "after_prompt" continues the prompt (the stock layout); "on_audio" puts
+    # canvas slot k at the position of audio slot k - 1, so that with compressed audio the k-th character and
+    # the slot that should receive it share a position (slot 0, the language tag, sits just before the audio).
+    canvas_positions: str = "after_prompt"
     # Entropy-bound sampler and schedule (the stock DiffusionGemma defaults).
     entropy_bound: float = 0.1
     t_min: float = 0.4
@@ -48,6 +53,8 @@ class AsrConfig:
     def __post_init__(self) -> None:
         if self.audio_compression not in AUDIO_COMPRESSIONS:
             raise ValueError(f"audio_compression must be one of {AUDIO_COMPRESSIONS}, got {self.audio_compression!r}")
+        if self.canvas_positions not in CANVAS_POSITIONS:
+            raise ValueError(f"canvas_positions must be one of {CANVAS_POSITIONS}, got {self.canvas_positions!r}")
 
     def language_tag(self, lang: str) -> str | None:
         """The tag token text for `lang`, when the checkpoint's format defines one."""

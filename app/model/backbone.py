@@ -42,6 +42,7 @@ class Prompt:
 
     ids: torch.Tensor  # [L] long
     audio_positions: torch.Tensor  # [audio_slots] long
+    canvas_start: int  # rotary position of canvas slot 0 (`AsrConfig.canvas_positions`)
 
 
 class PromptBuilder:
@@ -71,7 +72,8 @@ class PromptBuilder:
         tail = encode(after.format(hint=self.hint(language, prompt)))
         ids = torch.tensor(head + [self.audio_id] * self.config.audio_slots + tail, dtype=torch.long)
         positions = torch.arange(len(head), len(head) + self.config.audio_slots)
-        return Prompt(ids=ids, audio_positions=positions)
+        start = len(head) - 1 if self.config.canvas_positions == "on_audio" else len(ids)
+        return Prompt(ids=ids, audio_positions=positions, canvas_start=start)
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Prefill:
 
     layers: list[tuple[torch.Tensor, torch.Tensor]]
     length: int
+    canvas_start: int  # rotary position of canvas slot 0
 
 
 def prompt_embeddings(
@@ -94,8 +97,12 @@ def prompt_embeddings(
 
 
 @torch.no_grad()
-def prefill(model: DiffusionGemmaForBlockDiffusion, embeds: torch.Tensor) -> Prefill:
+def prefill(
+    model: DiffusionGemmaForBlockDiffusion, embeds: torch.Tensor, canvas_start: int | None = None
+) -> Prefill:
     """Run the backbone's causal encoder over one prompt's embeddings and keep its KV cache.
+
+    The canvas will sit at `canvas_start` onwards (by default right after the prompt).
 
     `generate()` reads only `input_ids`, so the encoder is called directly with `inputs_embeds`; the encoder
     discards a 2-D mask's extras, so the precomputed mask dict is passed, as `generate()` itself does.
@@ -112,4 +119,4 @@ def prefill(model: DiffusionGemmaForBlockDiffusion, embeds: torch.Tensor) -> Pre
     )
     out = model.model.encoder(inputs_embeds=embeds, attention_mask=mask, cache=cache, position_ids=positions)
     layers = [(layer.keys, layer.values) for layer in out.cache.layers]
-    return Prefill(layers=layers, length=length)
+    return Prefill(layers=layers, length=length, canvas_start=length if canvas_start is None else canvas_start)

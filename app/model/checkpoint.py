@@ -164,7 +164,9 @@ def build_model(dims: ModelDims, tokenizer: PreTrainedTokenizerFast) -> ModelPar
     )
 
 
-def asr_config_for(dims: ModelDims, audio_compression: str | None = None) -> AsrConfig:
+def asr_config_for(
+    dims: ModelDims, audio_compression: str | None = None, canvas_positions: str = "after_prompt"
+) -> AsrConfig:
     """The prompt format of checkpoints the project builds: one language-tag token as the hint.
 
     The hint goes before the audio so that the distance from each audio slot to the canvas is the same with or
@@ -172,6 +174,7 @@ def asr_config_for(dims: ModelDims, audio_compression: str | None = None) -> Asr
     """
     return AsrConfig(
         audio_compression=audio_compression,
+        canvas_positions=canvas_positions,
         prompt_template="<bos><start_of_turn>{hint}{audio}<end_of_turn>",
         language_hint=LANGUAGE_TAG_FORMAT.replace("{lang}", "{language}"),
         context_hint="",

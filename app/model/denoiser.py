@@ -166,9 +166,10 @@ class DenoiseBatch:
         mask = torch.ones((len(prefills), longest + self.canvas_length), dtype=torch.bool, device=self.device)
         for row, p in enumerate(prefills):
             mask[row, : longest - p.length] = False
-        lengths = torch.tensor([p.length for p in prefills], device=self.device)
-        # Each row's canvas continues its own prompt, whatever the padding in front of it.
-        self._positions = (lengths[:, None] + torch.arange(self.canvas_length, device=self.device)).int()
+        starts = torch.tensor([p.canvas_start for p in prefills], device=self.device)
+        # Each row's canvas sits at its own prompt's positions, whatever the padding in front of it (the cached
+        # keys already carry their rotary positions).
+        self._positions = (starts[:, None] + torch.arange(self.canvas_length, device=self.device)).int()
         self._mask = self.model.model.decoder.create_diffusion_decoder_attention_mask(
             config=self.model.config, inputs_embeds=self._canvas.unsqueeze(-1), cache=cache,
             decoder_attention_mask=mask,

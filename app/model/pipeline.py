@@ -145,7 +145,7 @@ class AsrPipeline:
     def prefill(self, audio: torch.Tensor, language: str | None, prompt: str | None) -> Prefill:
         """Backbone encoder KV cache for one window's prompt with its audio embeddings `[slots, hidden]`."""
         built = self.prompts.build(language, prompt)
-        return prefill(self.backbone, prompt_embeddings(self.backbone, built, audio))
+        return prefill(self.backbone, prompt_embeddings(self.backbone, built, audio), built.canvas_start)
 
     def steps_for(self, options: DecodeOptions) -> int:
         """The step budget: the request's, else the checkpoint's default."""

@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from app.model.asr_config import CANVAS_POSITIONS
+
 # The project's real-speech clips live beside the checkout, not inside it.
 SHARED_AUDIO = Path(__file__).resolve().parents[2].parent / "shared" / "audio"
 
@@ -27,7 +29,7 @@ def _parse_dim(text: str) -> tuple[str, object]:
 _TRAIN_FIELDS = (
     "work_dir", "out", "preset", "train_per_lang", "eval_per_lang", "seed", "batch_size", "lr", "max_minutes",
     "max_steps", "checkpoint_minutes", "ctc_only_until_minutes", "w_ctc", "w_ar", "conv_lr_scale", "conv_gain",
-    "warmup_steps", "probe_every", "threads", "noise_exponent", "freeze_audio",
+    "warmup_steps", "probe_every", "threads", "noise_exponent", "freeze_audio", "canvas_positions",
 )
 
 
@@ -84,6 +86,8 @@ def register(subparsers) -> None:
                    help="corrupted canvas fraction t = u ** this, u ~ U(0, 1) (1: uniform; below 1: noisier)")
     p.add_argument("--freeze-audio", action=argparse.BooleanOptionalAction, default=None,
                    help="stop training the encoder and projector after the CTC stage")
+    p.add_argument("--canvas-positions", choices=CANVAS_POSITIONS,
+                   help="rotary positions of the canvas: after the prompt, or on the audio slots")
     p.add_argument("--probe-every", type=int,
                    help="steps between held-out greedy-CTC CER lines in the log (0: never)")
     p.add_argument("--threads", type=int)

@@ -70,6 +70,10 @@ class TrainConfig:
     # How the projected audio enters the prompt (`AsrConfig.audio_compression`): "ctc" merges it by the CTC
     # prediction, one slot per emitted character, so the backbone need not learn where each character was spoken.
     audio_compression: str | None = "ctc"
+    # Rotary positions of the canvas (`AsrConfig.canvas_positions`): "on_audio" gives canvas slot k the position
+    # of compressed audio slot k - 1, which holds the character that slot should receive, so reading it needs
+    # attention to one's own position rather than to a fixed offset of ~150 that each rotary frequency must learn.
+    canvas_positions: str = "on_audio"
     conv_gain: float = 8.0  # extra init scale of the second Whisper convolution (see trainer.init_audio_path)
     conv_lr_scale: float = 0.1  # learning-rate multiplier of the Whisper convolutions (see state.make_optimizer)
     bucket_batches: int = 50  # batches of similar clip length, sorted within runs of this many (0: off)

@@ -3,7 +3,8 @@
 The forward pass mirrors inference exactly (`app.model.pipeline`): Whisper log-mel of the clip padded to the full
 window, the Whisper encoder, the projector, the prompt `PromptBuilder` renders (with the language hint in a
 fraction of batches), the projected audio scattered into the `<audio>` slots, the backbone's causal encoder over
-the prompt (its KV cache), and the decoder over a canvas at positions `prompt_len + arange(C)`.
+the prompt (its KV cache), and the decoder over a canvas at the positions the prompt layout gives it
+(`AsrConfig.canvas_positions`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from torch.nn import functional as F
 from transformers import DynamicCache
 
-from app.model.backbone import PromptBuilder
+from app.model.backbone import Prompt, PromptBuilder
 from app.model.checkpoint import ModelParts, asr_config_for
 from app.model.compression import prompt_audio
 from app.model.presets import ModelDims
@@ -45,7 +46,7 @@ class AsrTrainer:
         self.config = config
         self.model = parts.backbone.get_base_model()  # DiffusionGemmaForBlockDiffusion with LoRA layers injected
         self.encoder = parts.whisper.get_encoder()
-        self.asr_config = asr_config_for(dims, config.audio_compression)
+        self.asr_config = asr_config_for(dims, config.audio_compression, config.canvas_positions)
         self.prompts = PromptBuilder(parts.tokenizer, self.asr_config)
         self.vocab_size = self.model.config.text_config.vocab_size
         self.cap = self.model.final_logit_softcapping
@@ -68,10 +69,10 @@ class AsrTrainer:
         for module in self.modules():
             module.train(mode)
 
-    def prompt(self, batch_size: int, language: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt ids `[B, L]` and audio positions `[slots]` (hinted prompts all have the same length)."""
+    def prompt(self, batch_size: int, language: list[str] | None) -> tuple[torch.Tensor, Prompt]:
+        """Prompt ids `[B, L]` and the first row's layout (hinted prompts all have the same length)."""
         built = [self.prompts.build(lang) for lang in (language or [None] * batch_size)]
-        return torch.stack([b.ids for b in built]), built[0].audio_positions
+        return torch.stack([b.ids for b in built]), built[0]
 
     def audio_parameters(self) -> list[torch.nn.Parameter]:
         """The Whisper encoder's and the projector's parameters (the audio path)."""
@@ -126,13 +127,13 @@ class AsrTrainer:
         targets = batch.targets
         bsz = batch.features.shape[0]
         audio = self.project(batch.features)
-        ids, positions = self.prompt(bsz, batch.langs if batch.hinted else None)
+        ids, layout = self.prompt(bsz, batch.langs if batch.hinted else None)
         in_prompt = prompt_audio(audio, self.model.lm_head, self.parts.tokenizer.pad_token_id,
                                  self.asr_config.audio_compression)
-        cache, prompt_hidden = self.prefill(in_prompt, ids, positions)
+        cache, prompt_hidden = self.prefill(in_prompt, ids, layout.audio_positions)
         length = ids.shape[1]
         canvas_len = targets.canvas.shape[1]
-        dec_pos = (length + torch.arange(canvas_len))[None].expand(bsz, -1)
+        dec_pos = (layout.canvas_start + torch.arange(canvas_len))[None].expand(bsz, -1)
 
         # (1) uniform diffusion, with self-conditioning on half of the rows
         t = losses.noise_levels(bsz, cfg.noise_exponent, generator)

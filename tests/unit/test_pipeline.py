@@ -115,3 +115,38 @@ def test_unknown_audio_compression_is_refused_by_name(tiny_model_dir, tmp_path):
 
     with pytest.raises(ValueError, match="audio_compression"):
         load_pipeline(_with_asr_config(tiny_model_dir, tmp_path, audio_compression="mean"))
+
+
+@pytest.mark.parametrize("layout", ["after_prompt", "on_audio"])
+def test_canvas_positions_follow_the_checkpoint_layout(tiny_model_dir, tmp_path, layout):
+    import torch
+
+    from app.model.denoiser import DenoiseJob, denoise_all
+    from app.model.pipeline import load_pipeline
+
+    pipeline = load_pipeline(_with_asr_config(tiny_model_dir, tmp_path, canvas_positions=layout),
+                             device=torch.device("cpu"), dtype=torch.float32)
+    seen = []
+    hook = pipeline.backbone.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["decoder_position_ids"].clone()), with_kwargs=True)
+    try:
+        audio = pipeline.encode([np.random.default_rng(1).standard_normal(16_000).astype(np.float32) * 0.1])
+        job = DenoiseJob(pipeline.prefill(audio[0], None, None), 2, torch.Generator().manual_seed(0))
+        denoise_all(pipeline.backbone, [job], pipeline.params)
+    finally:
+        hook.remove()
+    prompt = pipeline.prompts.build(None, None)
+    positions = seen[0][0]
+    assert len(seen) >= 1 and torch.equal(positions.diff(), torch.ones_like(positions.diff()))
+    if layout == "on_audio":
+        # Canvas slot 1 holds the first character, which the first (compressed) audio slot encodes.
+        assert int(positions[1]) == int(prompt.audio_positions[0])
+    else:
+        assert int(positions[0]) == len(prompt.ids)
+
+
+def test_unknown_canvas_positions_are_refused_by_name(tiny_model_dir, tmp_path):
+    from app.model.pipeline import load_pipeline
+
+    with pytest.raises(ValueError, match="canvas_positions"):
+        load_pipeline(_with_asr_config(tiny_model_dir, tmp_path, canvas_positions="before_prompt"))

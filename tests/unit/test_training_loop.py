@@ -104,6 +104,22 @@ def test_full_stage_after_the_ctc_stage_freezes_the_audio_path_when_asked(tmp_pa
     assert torch.equal(loop.trainer.encoder.layers[0].self_attn.q_proj.weight, attention) == freeze
 
 
+@pytest.mark.parametrize("layout", ["after_prompt", "on_audio"])
+def test_training_canvas_sits_where_inference_puts_it(tmp_path: Path, layout: str) -> None:
+    loop = _loop(tmp_path, canvas_positions=layout, self_cond_prob=0.0, ctc_only_until_minutes=0.0)
+    seen = []
+    hook = loop.trainer.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs.get("decoder_position_ids")), with_kwargs=True)
+    try:
+        loop.step()
+    finally:
+        hook.remove()
+    prompt = loop.trainer.prompts.build(None)
+    positions = next(p for p in seen if p is not None)
+    assert prompt.canvas_start == (prompt.audio_positions[0] - 1 if layout == "on_audio" else len(prompt.ids))
+    assert torch.equal(positions[0], prompt.canvas_start + torch.arange(TINY.canvas_length))
+
+
 def test_whisper_prefix_equals_the_encoder_over_the_full_window(tmp_path: Path) -> None:
     from app.training.forward import whisper_prefix
 
