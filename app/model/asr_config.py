@@ -19,6 +19,7 @@ LANGUAGE_NAMES: dict[str, str] = {
 
 AUDIO_COMPRESSIONS: tuple[str | None, ...] = (None, "ctc")
 CANVAS_POSITIONS: tuple[str, ...] = ("after_prompt", "on_audio")
+CANVAS_PRIORS: tuple[str | None, ...] = (None, "ctc")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class AsrConfig:
     # canvas slot k at the position of audio slot k - 1, so that with compressed audio the k-th character and
     # the slot that should receive it share a position (slot 0, the language tag, sits just before the audio).
     canvas_positions: str = "after_prompt"
+    # "ctc": the first denoising step is self-conditioned on the CTC head's reading of the compressed audio, slot
+    # by slot (`app.model.compression.ctc_canvas_prior`); needs audio_compression "ctc". None: it starts unconditioned.
+    canvas_prior: str | None = None
     # Entropy-bound sampler and schedule (the stock DiffusionGemma defaults).
     entropy_bound: float = 0.1
     t_min: float = 0.4
@@ -55,6 +59,10 @@ class AsrConfig:
             raise ValueError(f"audio_compression must be one of {AUDIO_COMPRESSIONS}, got {self.audio_compression!r}")
         if self.canvas_positions not in CANVAS_POSITIONS:
             raise ValueError(f"canvas_positions must be one of {CANVAS_POSITIONS}, got {self.canvas_positions!r}")
+        if self.canvas_prior not in CANVAS_PRIORS:
+            raise ValueError(f"canvas_prior must be one of {CANVAS_PRIORS}, got {self.canvas_prior!r}")
+        if self.canvas_prior == "ctc" and self.audio_compression != "ctc":
+            raise ValueError("canvas_prior 'ctc' reads CTC-compressed audio: it needs audio_compression 'ctc'")
 
     def language_tag(self, lang: str) -> str | None:
         """The tag token text for `lang`, when the checkpoint's format defines one."""

@@ -83,6 +83,7 @@ class Prefill:
     layers: list[tuple[torch.Tensor, torch.Tensor]]
     length: int
     canvas_start: int  # rotary position of canvas slot 0
+    prior: torch.Tensor | None = None  # [C, V] self-conditioning logits for the first step (`canvas_prior`)
 
 
 def prompt_embeddings(

@@ -165,7 +165,10 @@ def build_model(dims: ModelDims, tokenizer: PreTrainedTokenizerFast) -> ModelPar
 
 
 def asr_config_for(
-    dims: ModelDims, audio_compression: str | None = None, canvas_positions: str = "after_prompt"
+    dims: ModelDims,
+    audio_compression: str | None = None,
+    canvas_positions: str = "after_prompt",
+    canvas_prior: str | None = None,
 ) -> AsrConfig:
     """The prompt format of checkpoints the project builds: one language-tag token as the hint.
 
@@ -175,6 +178,7 @@ def asr_config_for(
     return AsrConfig(
         audio_compression=audio_compression,
         canvas_positions=canvas_positions,
+        canvas_prior=canvas_prior,
         prompt_template="<bos><start_of_turn>{hint}{audio}<end_of_turn>",
         language_hint=LANGUAGE_TAG_FORMAT.replace("{lang}", "{language}"),
         context_hint="",

@@ -43,3 +43,25 @@ def prompt_audio(
     with torch.no_grad():
         logits = lm_head(projected)  # only its argmax is used: no gradient to the head
     return ctc_compress(projected, logits, blank)
+
+
+def ctc_canvas_prior(
+    audio: torch.Tensor, lm_head: torch.nn.Module, canvas_length: int, pad: int, eos: int, margin: float = 30.0
+) -> torch.Tensor:
+    """First-step self-conditioning logits `[B, C, V]` read from CTC-compressed audio `[B, S, H]`.
+
+    Canvas slot k + 1 gets the CTC head's logits for compressed slot k, i.e. for the k-th emitted character,
+    which is where the canvas holds that character (slot 0 is the language tag and gets all-zero logits, a
+    uniform guess). The slot after the last emitted one gets `<eos>` and the rest `<pad>`, `margin` logits above
+    every other id, as the canvas of a transcript that long ends.
+    """
+    with torch.no_grad():
+        slots = audio[:, : canvas_length - 1]
+        logits = lm_head(slots)
+        emitted = slots.abs().sum(dim=-1) > 0  # compression leaves exact zeros past the last run
+        count = emitted.sum(dim=1, keepdim=True)
+        index = torch.arange(slots.shape[1], device=audio.device)[None]
+        ends = torch.where(index == count, torch.full_like(index, eos), torch.full_like(index, pad))
+        filler = torch.nn.functional.one_hot(ends, logits.shape[-1]).to(logits.dtype) * margin
+        logits = torch.where(emitted[..., None], logits, filler)
+        return torch.cat([logits.new_zeros(logits.shape[0], 1, logits.shape[-1]), logits], dim=1)

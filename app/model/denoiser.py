@@ -124,7 +124,8 @@ class DenoiseBatch:
         return key in self._rows
 
     def add(self, key: Hashable, job: DenoiseJob) -> None:
-        """Join a row; its canvas starts as uniform random ids from its own generator."""
+        """Join a row; its canvas starts as uniform random ids from its own generator, its first step
+        self-conditioned on the prefill's prior when it has one."""
         if key in self._rows:
             raise KeyError(f"row {key!r} is already in the batch")
         if job.steps < 1:
@@ -135,11 +136,16 @@ class DenoiseBatch:
         history = deque(maxlen=self.params.stability_threshold)
         self._rows[key] = _Row(job=job, remaining=job.steps, history=history, started=time.perf_counter())
         self._keys.append(key)
+        prior = job.prefill.prior
+        if prior is not None and self._self_cond is None:
+            shape = (len(self._keys) - 1, self.canvas_length, prior.shape[-1])
+            self._self_cond = torch.zeros(shape, dtype=self.embed_dtype, device=self.device)
         self._canvas = torch.cat([self._canvas, canvas])
-        self._has_self_cond = torch.cat([self._has_self_cond, torch.zeros(1, dtype=torch.bool, device=self.device)])
+        has_prior = torch.tensor([prior is not None], device=self.device)
+        self._has_self_cond = torch.cat([self._has_self_cond, has_prior])
         if self._self_cond is not None:
-            zeros = self._self_cond.new_zeros((1, *self._self_cond.shape[1:]))
-            self._self_cond = torch.cat([self._self_cond, zeros])
+            row = prior[None] if prior is not None else self._self_cond.new_zeros((1, *self._self_cond.shape[1:]))
+            self._self_cond = torch.cat([self._self_cond, row.to(self._self_cond)])
         self._cache = None
 
     def remove(self, key: Hashable) -> None:

@@ -21,7 +21,7 @@ from app.model.backbone import Prefill, PromptBuilder, load_lora, prefill, promp
 from app.model.checkpoint import (
     CheckpointError, CheckpointPaths, default_device, default_dtype, load_projector, load_tokenizer,
 )
-from app.model.compression import prompt_audio
+from app.model.compression import ctc_canvas_prior, prompt_audio
 from app.model.denoiser import DenoiseJob, SamplingParams, denoise_all
 from app.model.sampling import TokenSampler
 from app.model.transcript import (
@@ -145,7 +145,11 @@ class AsrPipeline:
     def prefill(self, audio: torch.Tensor, language: str | None, prompt: str | None) -> Prefill:
         """Backbone encoder KV cache for one window's prompt with its audio embeddings `[slots, hidden]`."""
         built = self.prompts.build(language, prompt)
-        return prefill(self.backbone, prompt_embeddings(self.backbone, built, audio), built.canvas_start)
+        state = prefill(self.backbone, prompt_embeddings(self.backbone, built, audio), built.canvas_start)
+        if self.config.canvas_prior == "ctc":
+            state.prior = ctc_canvas_prior(audio[None], self.backbone.lm_head, self.config.canvas_length,
+                                           self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)[0]
+        return state
 
     def steps_for(self, options: DecodeOptions) -> int:
         """The step budget: the request's, else the checkpoint's default."""

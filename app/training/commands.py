@@ -30,6 +30,7 @@ _TRAIN_FIELDS = (
     "work_dir", "out", "preset", "train_per_lang", "eval_per_lang", "seed", "batch_size", "lr", "max_minutes",
     "max_steps", "checkpoint_minutes", "ctc_only_until_minutes", "w_ctc", "w_ar", "conv_lr_scale", "conv_gain",
     "warmup_steps", "probe_every", "threads", "noise_exponent", "freeze_audio", "canvas_positions",
+    "prior_prob",
 )
 
 
@@ -38,6 +39,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from app.training.trainer import train
 
     given = {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
+    if args.canvas_prior is not None:
+        given["canvas_prior"] = None if args.canvas_prior == "none" else args.canvas_prior
     config = TrainConfig(
         **given, dims_override={**SHIPPED_DIMS, **dict(args.dim or [])}, resume=args.resume,
         progress=not args.no_progress, **({"data_workers": args.workers} if args.workers is not None else {}),
@@ -88,6 +91,9 @@ def register(subparsers) -> None:
                    help="stop training the encoder and projector after the CTC stage")
     p.add_argument("--canvas-positions", choices=CANVAS_POSITIONS,
                    help="rotary positions of the canvas: after the prompt, or on the audio slots")
+    p.add_argument("--canvas-prior", choices=["ctc", "none"],
+                   help="self-condition the first denoising step on the CTC head's reading (none: unconditioned)")
+    p.add_argument("--prior-prob", type=float, help="fraction of training rows self-conditioned on the CTC prior")
     p.add_argument("--probe-every", type=int,
                    help="steps between held-out greedy-CTC CER lines in the log (0: never)")
     p.add_argument("--threads", type=int)

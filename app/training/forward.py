@@ -15,7 +15,7 @@ from transformers import DynamicCache
 
 from app.model.backbone import Prompt, PromptBuilder
 from app.model.checkpoint import ModelParts, asr_config_for
-from app.model.compression import prompt_audio
+from app.model.compression import ctc_canvas_prior, prompt_audio
 from app.model.presets import ModelDims
 from app.training import losses
 from app.training.batches import Batch
@@ -46,7 +46,8 @@ class AsrTrainer:
         self.config = config
         self.model = parts.backbone.get_base_model()  # DiffusionGemmaForBlockDiffusion with LoRA layers injected
         self.encoder = parts.whisper.get_encoder()
-        self.asr_config = asr_config_for(dims, config.audio_compression, config.canvas_positions)
+        self.asr_config = asr_config_for(dims, config.audio_compression, config.canvas_positions,
+                                         config.canvas_prior)
         self.prompts = PromptBuilder(parts.tokenizer, self.asr_config)
         self.vocab_size = self.model.config.text_config.vocab_size
         self.cap = self.model.final_logit_softcapping
@@ -135,10 +136,14 @@ class AsrTrainer:
         canvas_len = targets.canvas.shape[1]
         dec_pos = (layout.canvas_start + torch.arange(canvas_len))[None].expand(bsz, -1)
 
-        # (1) uniform diffusion, with self-conditioning on half of the rows
+        # (1) uniform diffusion, self-conditioned as inference does: the CTC prior (first step) on a fraction of
+        # the rows when the checkpoint has one, a first pass's logits (later steps) on a fraction of the rest
         t = losses.noise_levels(bsz, cfg.noise_exponent, generator)
         noisy, _, _ = losses.corrupt(targets.canvas, self.vocab_size, generator, t)
-        sc_mask = torch.rand(bsz, generator=generator) < cfg.self_cond_prob
+        prior_rows = torch.zeros(bsz, dtype=torch.bool)
+        if self.asr_config.canvas_prior == "ctc":
+            prior_rows = torch.rand(bsz, generator=generator) < cfg.prior_prob
+        sc_mask = (torch.rand(bsz, generator=generator) < cfg.self_cond_prob) & ~prior_rows
         sc_logits = None
         if bool(sc_mask.any()):
             with torch.no_grad():
@@ -147,6 +152,12 @@ class AsrTrainer:
             temperature = self.asr_config.t_min + (self.asr_config.t_max - self.asr_config.t_min) * torch.rand(
                 bsz, 1, 1, generator=generator)
             sc_logits = first / temperature
+        if bool(prior_rows.any()):
+            tokenizer = self.parts.tokenizer
+            prior = ctc_canvas_prior(in_prompt, self.model.lm_head, canvas_len, tokenizer.pad_token_id,
+                                     tokenizer.eos_token_id)
+            sc_logits = prior if sc_logits is None else torch.where(prior_rows[:, None, None], prior, sc_logits)
+            sc_mask = sc_mask | prior_rows
         logits = self.model(
             decoder_input_ids=noisy, cache=cache, decoder_position_ids=dec_pos,
             self_conditioning_logits=sc_logits, self_conditioning_mask=sc_mask if sc_logits is not None else None,

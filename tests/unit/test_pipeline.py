@@ -150,3 +150,35 @@ def test_unknown_canvas_positions_are_refused_by_name(tiny_model_dir, tmp_path):
 
     with pytest.raises(ValueError, match="canvas_positions"):
         load_pipeline(_with_asr_config(tiny_model_dir, tmp_path, canvas_positions="before_prompt"))
+
+
+def test_ctc_prior_self_conditions_the_first_step_only(tiny_model_dir, tmp_path):
+    import torch
+
+    from app.model.compression import ctc_canvas_prior
+    from app.model.denoiser import DenoiseJob, denoise_all
+    from app.model.pipeline import load_pipeline
+
+    model = _with_asr_config(tiny_model_dir, tmp_path, audio_compression="ctc", canvas_prior="ctc")
+    pipeline = load_pipeline(model, device=torch.device("cpu"), dtype=torch.float32)
+    audio = pipeline.encode([np.random.default_rng(2).standard_normal(16_000).astype(np.float32) * 0.1])
+    state = pipeline.prefill(audio[0], None, None)
+    expected = ctc_canvas_prior(audio, pipeline.backbone.lm_head, pipeline.config.canvas_length,
+                                pipeline.tokenizer.pad_token_id, pipeline.tokenizer.eos_token_id)[0]
+    torch.testing.assert_close(state.prior, expected)
+    seen = []
+    hook = pipeline.backbone.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["self_conditioning_logits"]), with_kwargs=True)
+    try:
+        denoise_all(pipeline.backbone, [DenoiseJob(state, 3, torch.Generator().manual_seed(0))], pipeline.params)
+    finally:
+        hook.remove()
+    torch.testing.assert_close(seen[0][0], expected)
+    assert seen[1] is not None and not torch.allclose(seen[1][0], expected)
+
+
+def test_ctc_prior_without_ctc_compression_is_refused(tiny_model_dir, tmp_path):
+    from app.model.pipeline import load_pipeline
+
+    with pytest.raises(ValueError, match="audio_compression"):
+        load_pipeline(_with_asr_config(tiny_model_dir, tmp_path, canvas_prior="ctc"))

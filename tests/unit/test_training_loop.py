@@ -120,6 +120,32 @@ def test_training_canvas_sits_where_inference_puts_it(tmp_path: Path, layout: st
     assert torch.equal(positions[0], prompt.canvas_start + torch.arange(TINY.canvas_length))
 
 
+def test_ctc_prior_rows_are_self_conditioned_on_the_prior(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.training import forward
+
+    priors = []
+
+    def recording(*args, **kwargs):
+        priors.append(forward_prior(*args, **kwargs))
+        return priors[-1]
+
+    forward_prior = forward.ctc_canvas_prior
+    monkeypatch.setattr(forward, "ctc_canvas_prior", recording)
+    loop = _loop(tmp_path, canvas_prior="ctc", prior_prob=1.0, ctc_only_until_minutes=0.0)
+    seen = []
+    hook = loop.trainer.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs.get("self_conditioning_logits")), with_kwargs=True)
+    try:
+        values = loop.step()
+    finally:
+        hook.remove()
+    assert np.isfinite(values["diff"])
+    assert len(priors) == 1 and priors[0].shape == (6, TINY.canvas_length, loop.trainer.vocab_size)
+    conditioned = [s for s in seen if s is not None]
+    assert len(conditioned) == 1  # every row takes the prior: no first pass is needed
+    torch.testing.assert_close(conditioned[0], priors[0])
+
+
 def test_whisper_prefix_equals_the_encoder_over_the_full_window(tmp_path: Path) -> None:
     from app.training.forward import whisper_prefix
 
