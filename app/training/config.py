@@ -71,13 +71,13 @@ class TrainConfig:
     # prediction, one slot per emitted character, so the backbone need not learn where each character was spoken.
     audio_compression: str | None = "ctc"
     # Rotary positions of the canvas (`AsrConfig.canvas_positions`): "on_audio" gives canvas slot k the position
-    # of compressed audio slot k - 1, which holds the character that slot should receive, so reading it needs
-    # attention to one's own position rather than to a fixed offset of ~150 that each rotary frequency must learn.
-    canvas_positions: str = "on_audio"
+    # of compressed audio slot k - 1, which holds the character that slot should receive. Measured no better than
+    # the stock "after_prompt" (docs/training.md), so the recipe keeps the stock layout.
+    canvas_positions: str = "after_prompt"
     # First-step self-conditioning (`AsrConfig.canvas_prior`): "ctc" hands the decoder the CTC head's reading of
-    # each compressed slot at the canvas slot that should hold it, so the backbone corrects a transcript it is
-    # given rather than having to find every character in the prompt; trained on `prior_prob` of the rows.
-    canvas_prior: str | None = "ctc"
+    # each compressed slot at the canvas slot that should hold it, trained on `prior_prob` of the rows. Measured
+    # no better than none (docs/training.md), so the recipe leaves it off.
+    canvas_prior: str | None = None
     prior_prob: float = 0.5
     conv_gain: float = 8.0  # extra init scale of the second Whisper convolution (see trainer.init_audio_path)
     conv_lr_scale: float = 0.1  # learning-rate multiplier of the Whisper convolutions (see state.make_optimizer)
