@@ -24,7 +24,6 @@ from transformers import PreTrainedTokenizerFast
 
 from app.model.checkpoint import (
     ModelParts,
-    asr_config_for,
     build_model,
     save_checkpoint,
 )
@@ -281,7 +280,8 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
     }
     (work / "train_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     out = Path(config.out)
-    save_checkpoint(out, parts, asr_config_for(dims, config.audio_compression, config.canvas_positions, config.canvas_prior), model_card(info), half=True)
+    # The checkpoint's asr_config is the one training ran with, so inference reads the audio the same way.
+    save_checkpoint(out, parts, loop.trainer.asr_config, model_card(info), half=True)
     # The run's record travels with the checkpoint, so `diffusion-asr eval --update-card` can re-render the card.
     (out / "adapter" / "train_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     log.info("saved %s", out)
