@@ -33,19 +33,25 @@ def special_tokens(languages: Iterable[str] = SUPPORTED_LANGUAGES) -> list[str]:
     return [*BASE_SPECIALS, *(LANGUAGE_TAG_FORMAT.format(lang=lang) for lang in languages)]
 
 
-def build_tokenizer(corpus: Iterable[str], vocab_size: int, characters: bool = False) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    corpus: Iterable[str], vocab_size: int, characters: bool = False, word_initial: bool = False
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer; byte-level covers every script, so nothing maps to <unk>.
 
     With `characters`, every character is its own pre-token, so merges can only rebuild whole characters
     from their UTF-8 bytes: one token per character (space included) for every character of the corpus, and
     bytes for characters it never saw. A model trained from scratch with CTC learns such a small, frequent
     alphabet in a fraction of the steps whole-word tokens need.
+    With `word_initial` as well, a space joins the character after it ("Ġt", as SentencePiece's "▁t"): one
+    token per non-space character, so a CTC head that misses or invents a word boundary emits the wrong token
+    in the right place instead of one token too few or too many, which would shift every later character
+    against the canvas slot meant for it.
     BPE training in `tokenizers` is deterministic for the same corpus and settings.
     """
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     if characters:
         tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex("."), behavior="isolated"),
+            pre_tokenizers.Split(Regex(" ?." if word_initial else "."), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ])
     else:

@@ -46,11 +46,11 @@ def tokenizer_corpus(texts: list[str], langs: list[str]) -> list[str]:
 
 
 def train_tokenizer(
-    texts: list[str], langs: list[str], vocab_size: int, characters: bool = False
+    texts: list[str], langs: list[str], vocab_size: int, characters: bool = False, word_initial: bool = False
 ) -> PreTrainedTokenizerFast:
-    """The run's tokenizer: one token per character, or byte-level BPE on `tokenizer_corpus`."""
+    """The run's tokenizer: one token per (word-initial) character, or byte-level BPE on `tokenizer_corpus`."""
     if characters:
-        return build_tokenizer(texts, vocab_size=vocab_size, characters=True)
+        return build_tokenizer(texts, vocab_size=vocab_size, characters=True, word_initial=word_initial)
     return build_tokenizer(tokenizer_corpus(texts, langs), vocab_size=vocab_size)
 
 

@@ -83,6 +83,9 @@ class TrainConfig:
     conv_lr_scale: float = 0.1  # learning-rate multiplier of the Whisper convolutions (see state.make_optimizer)
     bucket_batches: int = 50  # batches of similar clip length, sorted within runs of this many (0: off)
     characters: bool = True  # character tokenizer (see app.model.tokenizer.build_tokenizer)
+    # With `characters`: a space joins the next character, so a word boundary the CTC head gets wrong costs one
+    # wrong token, not a shift of the compressed audio against the canvas (see build_tokenizer).
+    word_initial: bool = True
     probe_every: int = 200  # steps between held-out greedy-CTC CER probes in the log (0: never)
     threads: int = 2
     resume: bool = False

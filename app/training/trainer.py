@@ -245,7 +245,9 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
     if (tok_dir / "tokenizer.json").is_file():
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tok_dir))
     else:
-        tokenizer = train_tokenizer(train_feats.texts, train_feats.langs, dims.vocab_size, config.characters)
+        tokenizer = train_tokenizer(
+            train_feats.texts, train_feats.langs, dims.vocab_size, config.characters, config.word_initial
+        )
         tokenizer.save_pretrained(str(tok_dir))
     examples, dropped = make_examples(train_feats, tokenizer, dims)
     log.info("examples %d (dropped %s)", len(examples), dropped)

@@ -106,3 +106,19 @@ def test_character_tokenizer_gives_one_token_per_character_in_every_script() -> 
         assert tokenizer.decode(ids) == text
     unseen = tokenizer("Zürich 猫", add_special_tokens=False).input_ids  # unseen characters fall back to bytes
     assert tokenizer.decode(unseen) == "Zürich 猫"
+
+
+def test_word_initial_tokenizer_makes_a_missed_space_a_substitution_not_a_shift() -> None:
+    from app.model.tokenizer import build_tokenizer
+
+    corpus = ["the cat sat", "über den hund", "le château", "el niño", "नमस्ते दुनिया", "我们是学生"]
+    tokenizer = build_tokenizer(corpus * 3, vocab_size=512, characters=True, word_initial=True)
+    for text in corpus:
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        assert len(ids) == len(text) - text.count(" "), (text, tokenizer.convert_ids_to_tokens(ids))
+        assert tokenizer.decode(ids) == text
+    spaced = tokenizer("the cat", add_special_tokens=False).input_ids
+    run_on = tokenizer("thecat", add_special_tokens=False).input_ids
+    assert len(spaced) == len(run_on) == 6
+    assert [a != b for a, b in zip(spaced, run_on)] == [False, False, False, True, False, False]
+    assert tokenizer.decode(spaced[:3] + run_on[3:]) == "thecat"
