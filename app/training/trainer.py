@@ -61,6 +61,9 @@ class Loop:
 
     def __init__(self, config: TrainConfig, parts: ModelParts, dims: ModelDims, feats: FeatureSet,
                  examples: list[Example]) -> None:
+        if len(examples) < config.batch_size:  # a batch is drawn without repeats
+            raise ValueError(f"--batch-size {config.batch_size} is more than the {len(examples)} usable training "
+                             f"clips (--train-per-lang {config.train_per_lang}); lower it or raise --train-per-lang")
         self.config = config
         self.trainer = AsrTrainer(parts, dims, config)
         self.feats = feats

@@ -183,3 +183,8 @@ def test_convolutions_learn_at_their_own_rate(tmp_path: Path) -> None:
     loop.step()
     assert torch.equal(encoder.conv1.weight, conv)  # scale 0: frozen, and no weight decay either
     assert not torch.equal(encoder.layers[0].self_attn.q_proj.weight, attention)
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"--batch-size 7 is more than the 6 usable training clips"):
+        _loop(tmp_path, batch_size=7)
