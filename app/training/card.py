@@ -37,6 +37,7 @@ def model_card(info: dict, results_md: str = "") -> str:
     stage = (f"First {cfg['ctc_only_until_minutes']:g} min of training: CTC alone, on the Whisper encoder, the "
              f"projector and the tied lm_head (the backbone is not run); {later}."
              if cfg.get("ctc_only_until_minutes") else "All three losses from the first step.")
+    cycles = " (once per stage)" if cfg.get("lr_per_stage") and cfg.get("ctc_only_until_minutes") else ""
     noise = cfg.get("noise_exponent", 1.0)
     levels = "t ~ U(0,1)" if noise == 1.0 else f"t = u^{noise:g}, u ~ U(0,1),"
     return f"""# default: a small diffusion ASR model (en, de, fr, es, hi, zh)
@@ -77,7 +78,7 @@ on {info['config']['self_cond_prob']:.0%} of rows with the first pass's logits d
 CTC on the projector output through the lm_head (weight {info['config']['w_ctc']}, blank = <pad>, targets = text
 tokens without the tag). Language hint in the prompt on {info['config']['hint_prob']:.0%} of batches.
 {stage}
-AdamW lr {info['config']['lr']}, warm-up {info['config']['warmup_steps']} steps, cosine decay, batch
+AdamW lr {info['config']['lr']}, warm-up {info['config']['warmup_steps']} steps, cosine decay{cycles}, batch
 {info['config']['batch_size']}, {info['steps']} steps ({info['examples_seen']:,} clips seen).
 
 ```

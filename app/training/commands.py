@@ -30,7 +30,7 @@ _TRAIN_FIELDS = (
     "work_dir", "out", "preset", "train_per_lang", "eval_per_lang", "seed", "batch_size", "lr", "max_minutes",
     "max_steps", "checkpoint_minutes", "ctc_only_until_minutes", "w_ctc", "w_ar", "conv_lr_scale", "conv_gain",
     "warmup_steps", "probe_every", "threads", "noise_exponent", "freeze_audio", "canvas_positions",
-    "prior_prob", "word_initial",
+    "prior_prob", "word_initial", "lr_per_stage",
 )
 
 
@@ -94,6 +94,8 @@ def register(subparsers) -> None:
     p.add_argument("--canvas-prior", choices=["ctc", "none"],
                    help="self-condition the first denoising step on the CTC head's reading (none: unconditioned)")
     p.add_argument("--prior-prob", type=float, help="fraction of training rows self-conditioned on the CTC prior")
+    p.add_argument("--lr-per-stage", action=argparse.BooleanOptionalAction, default=None,
+                   help="give the CTC stage and the full stage each their own warm-up and cosine decay")
     p.add_argument("--word-initial", action=argparse.BooleanOptionalAction, default=None,
                    help="join each space to the character after it in the tokenizer (a new work dir's tokenizer)")
     p.add_argument("--probe-every", type=int,

@@ -44,6 +44,9 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 1.5e-3
     min_lr_ratio: float = 0.05
+    # Separate warm-up + cosine cycles for the CTC stage and the full stage (see state.lr_factor); off: one
+    # cycle over the whole budget, which leaves the backbone only the decaying tail of the rate.
+    lr_per_stage: bool = False
     warmup_steps: int = 200
     weight_decay: float = 0.01
     grad_clip: float = 1.0

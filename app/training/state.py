@@ -15,16 +15,32 @@ from app.training.config import TrainConfig
 from app.training.forward import AsrTrainer
 
 
-def lr_factor(config: TrainConfig, step: int, elapsed_s: float) -> float:
-    """Linear warm-up then cosine decay to `min_lr_ratio`; progress by steps when `max_steps` is set, else time."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    if config.max_steps:
-        progress = step / config.max_steps
-    else:
-        progress = elapsed_s / (config.max_minutes * 60.0)
+def _warm_cosine(config: TrainConfig, steps_in: int, progress: float) -> float:
+    """Linear warm-up over `warmup_steps`, then cosine decay to `min_lr_ratio` as `progress` goes 0 -> 1."""
+    if steps_in < config.warmup_steps:
+        return (steps_in + 1) / config.warmup_steps
     progress = min(max(progress, 0.0), 1.0)
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def lr_factor(config: TrainConfig, step: int, elapsed_s: float, full_stage_step: int | None = None) -> float:
+    """The learning-rate multiplier: warm-up then cosine decay, by steps when `max_steps` is set, else by time.
+
+    With `lr_per_stage` on a time budget with a CTC stage, each stage has its own warm-up and decay: the CTC
+    stage anneals by its end (the audio path it leaves is frozen from then on), and the full stage, whose
+    backbone has not been trained yet, starts again from the peak. `full_stage_step` is the step the full
+    stage began at (None while in the CTC stage).
+    """
+    if config.max_steps:
+        return _warm_cosine(config, step, step / config.max_steps)
+    split = config.ctc_only_until_minutes * 60.0
+    budget = config.max_minutes * 60.0
+    if not (config.lr_per_stage and 0 < split < budget):
+        return _warm_cosine(config, step, elapsed_s / budget)
+    if elapsed_s < split:
+        return _warm_cosine(config, step, elapsed_s / split)
+    start = step if full_stage_step is None else full_stage_step
+    return _warm_cosine(config, step - start, (elapsed_s - split) / (budget - split))
 
 
 @dataclass
@@ -33,6 +49,7 @@ class RunState:
     elapsed_s: float = 0.0
     examples_seen: int = 0
     history: list = field(default_factory=list)
+    full_stage_step: int | None = None  # the step the full stage began at (per-stage learning rates)
 
 
 def _rng_state(generator: torch.Generator, sampler: random.Random) -> dict:

@@ -110,11 +110,14 @@ class Loop:
         picked, hinted = next_batch(self.examples, self.sampler, cfg.batch_size, cfg.hint_prob, self.order,
                                     cfg.bucket_batches)
         batch = collate(self.feats, picked, self.trainer.parts.tokenizer, self.trainer.dims.canvas_length, hinted)
-        scheduled = cfg.lr * lr_factor(cfg, self.run.step, self.run.elapsed_s)
+        full_stage = self.run.elapsed_s >= cfg.ctc_only_until_minutes * 60.0
+        if full_stage and self.run.full_stage_step is None:
+            self.run.full_stage_step = self.run.step
+        scheduled = cfg.lr * lr_factor(cfg, self.run.step, self.run.elapsed_s, self.run.full_stage_step)
         for group in self.optimizer.param_groups:
             group["lr"] = scheduled * group.get("lr_scale", 1.0)
         self.trainer.train(True)
-        if self.run.elapsed_s < cfg.ctc_only_until_minutes * 60.0:
+        if not full_stage:
             out = self.trainer.ctc_only(batch)
         else:
             if cfg.freeze_audio and cfg.ctc_only_until_minutes > 0:

@@ -188,3 +188,32 @@ def test_convolutions_learn_at_their_own_rate(tmp_path: Path) -> None:
 def test_a_batch_larger_than_the_training_set_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"--batch-size 7 is more than the 6 usable training clips"):
         _loop(tmp_path, batch_size=7)
+
+
+def test_per_stage_learning_rate_anneals_the_ctc_stage_and_restarts_for_the_full_stage() -> None:
+    from app.training.state import lr_factor
+
+    one_cycle = TrainConfig(max_minutes=10.0, ctc_only_until_minutes=4.0, warmup_steps=10, min_lr_ratio=0.05)
+    per_stage = replace(one_cycle, lr_per_stage=True)
+    # One cycle: halfway through the budget is halfway down the cosine, whatever the stage.
+    assert lr_factor(one_cycle, 500, 300.0) == pytest.approx(0.525)
+    assert lr_factor(one_cycle, 500, 300.0, full_stage_step=400) == pytest.approx(0.525)
+    # Per stage: the CTC stage reaches the floor at its end...
+    assert lr_factor(per_stage, 399, 239.9) == pytest.approx(0.05, abs=1e-4)
+    # ...and the full stage warms up again from its first step, then decays over the time that is left.
+    assert lr_factor(per_stage, 400, 240.0, full_stage_step=400) == pytest.approx(0.1)
+    assert lr_factor(per_stage, 409, 241.0, full_stage_step=400) == pytest.approx(1.0, abs=1e-3)
+    assert lr_factor(per_stage, 600, 420.0, full_stage_step=400) == pytest.approx(0.525)
+    assert lr_factor(per_stage, 900, 600.0, full_stage_step=400) == pytest.approx(0.05)
+
+
+def test_loop_records_where_the_full_stage_began_and_warms_up_from_there(tmp_path: Path) -> None:
+    loop = _loop(tmp_path, max_steps=None, max_minutes=10.0, ctc_only_until_minutes=1.0, lr_per_stage=True,
+                 warmup_steps=4)
+    loop.run.step, loop.run.elapsed_s = 5, 70.0  # just into the full stage
+    loop.step()
+    assert loop.run.full_stage_step == 5
+    assert max(group["lr"] for group in loop.optimizer.param_groups) == pytest.approx(3e-3 / 4)
+    loop.step()
+    assert loop.run.full_stage_step == 5
+    assert max(group["lr"] for group in loop.optimizer.param_groups) == pytest.approx(3e-3 * 2 / 4)
