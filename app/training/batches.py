@@ -90,6 +90,10 @@ class Batch:
     targets: losses.Targets
     slots: torch.Tensor  # [B]
 
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.features.to(device), self.langs, self.hinted, self.targets.to(device),
+                     self.slots.to(device))
+
 
 def collate(feats: FeatureSet, examples: list[Example], tokenizer, canvas_length: int, hinted: bool) -> Batch:
     index = np.array([e.index for e in examples])

@@ -30,7 +30,7 @@ _TRAIN_FIELDS = (
     "work_dir", "out", "preset", "train_per_lang", "eval_per_lang", "seed", "batch_size", "lr", "max_minutes",
     "max_steps", "checkpoint_minutes", "ctc_only_until_minutes", "w_ctc", "w_ar", "conv_lr_scale", "conv_gain",
     "warmup_steps", "probe_every", "threads", "noise_exponent", "freeze_audio", "canvas_positions",
-    "prior_prob", "word_initial", "lr_per_stage",
+    "prior_prob", "word_initial", "lr_per_stage", "device",
 )
 
 
@@ -101,6 +101,7 @@ def register(subparsers) -> None:
     p.add_argument("--probe-every", type=int,
                    help="steps between held-out greedy-CTC CER lines in the log (0: never)")
     p.add_argument("--threads", type=int)
+    p.add_argument("--device", help="cpu (default) or cuda[:N]")
     p.add_argument("--workers", type=int, help="processes for speech synthesis")
     p.add_argument("--resume", action="store_true", help="continue from WORK_DIR/state.pt when present")
     p.add_argument("--no-progress", action="store_true")

@@ -91,6 +91,7 @@ class TrainConfig:
     word_initial: bool = True
     probe_every: int = 200  # steps between held-out greedy-CTC CER probes in the log (0: never)
     threads: int = 2
+    device: str = "cpu"  # "cuda" trains on a GPU (same seed, same data and batches; not bit-identical)
     resume: bool = False
     progress: bool = True
 

@@ -54,6 +54,11 @@ class AsrTrainer:
         for p in self.parameters():
             p.requires_grad_(True)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model lives; batches and the tensors built here follow it."""
+        return self.model.lm_head.weight.device
+
     def modules(self) -> list[torch.nn.Module]:
         return [self.parts.whisper, self.parts.projector, self.parts.backbone]
 
@@ -73,7 +78,7 @@ class AsrTrainer:
     def prompt(self, batch_size: int, language: list[str] | None) -> tuple[torch.Tensor, Prompt]:
         """Prompt ids `[B, L]` and the first row's layout (hinted prompts all have the same length)."""
         built = [self.prompts.build(lang) for lang in (language or [None] * batch_size)]
-        return torch.stack([b.ids for b in built]), built[0]
+        return torch.stack([b.ids for b in built]).to(self.device), built[0]
 
     def audio_parameters(self) -> list[torch.nn.Parameter]:
         """The Whisper encoder's and the projector's parameters (the audio path)."""
@@ -95,15 +100,16 @@ class AsrTrainer:
         """Backbone causal encoder over the prompt with the audio scattered in (with gradients)."""
         embed = self.model.model.encoder.get_input_embeddings()
         embeds = embed(ids)
-        slot_mask = torch.zeros(ids.shape, dtype=torch.bool)
+        slot_mask = torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
         slot_mask[:, positions] = True
         embeds = embeds.masked_scatter(slot_mask[..., None], audio.to(embeds.dtype))
         batch, length = ids.shape
         cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
-        pos = torch.arange(length, dtype=torch.int32)[None].expand(batch, -1)
+        pos = torch.arange(length, dtype=torch.int32, device=ids.device)[None].expand(batch, -1)
         mask = self.model.model.encoder.create_masks_for_generate(
             config=self.model.config, inputs_embeds=embeds,
-            attention_mask=torch.ones((batch, length), dtype=torch.bool), cache=cache, position_ids=pos,
+            attention_mask=torch.ones((batch, length), dtype=torch.bool, device=ids.device), cache=cache,
+            position_ids=pos,
         )
         out = self.model.model.encoder(inputs_embeds=embeds, attention_mask=mask, cache=cache, position_ids=pos)
         return cache, out.last_hidden_state
@@ -134,23 +140,26 @@ class AsrTrainer:
         cache, prompt_hidden = self.prefill(in_prompt, ids, layout.audio_positions)
         length = ids.shape[1]
         canvas_len = targets.canvas.shape[1]
-        dec_pos = (layout.canvas_start + torch.arange(canvas_len))[None].expand(bsz, -1)
+        device = self.device
+        dec_pos = (layout.canvas_start + torch.arange(canvas_len, device=device))[None].expand(bsz, -1)
 
         # (1) uniform diffusion, self-conditioned as inference does: the CTC prior (first step) on a fraction of
-        # the rows when the checkpoint has one, a first pass's logits (later steps) on a fraction of the rest
+        # the rows when the checkpoint has one, a first pass's logits (later steps) on a fraction of the rest.
+        # Random draws come from the CPU generator (the same stream on any device), then move.
         t = losses.noise_levels(bsz, cfg.noise_exponent, generator)
         noisy, _, _ = losses.corrupt(targets.canvas, self.vocab_size, generator, t)
         prior_rows = torch.zeros(bsz, dtype=torch.bool)
         if self.asr_config.canvas_prior == "ctc":
             prior_rows = torch.rand(bsz, generator=generator) < cfg.prior_prob
         sc_mask = (torch.rand(bsz, generator=generator) < cfg.self_cond_prob) & ~prior_rows
+        prior_rows, sc_mask = prior_rows.to(device), sc_mask.to(device)
         sc_logits = None
         if bool(sc_mask.any()):
             with torch.no_grad():
                 first = self.model(decoder_input_ids=noisy, cache=cache, decoder_position_ids=dec_pos).logits
             # Inference feeds the previous step's temperature-scaled logits (T from 0.8 down to 0.4).
             temperature = self.asr_config.t_min + (self.asr_config.t_max - self.asr_config.t_min) * torch.rand(
-                bsz, 1, 1, generator=generator)
+                bsz, 1, 1, generator=generator).to(device)
             sc_logits = first / temperature
         if bool(prior_rows.any()):
             tokenizer = self.parts.tokenizer
@@ -167,10 +176,11 @@ class AsrTrainer:
         embed = self.model.model.encoder.get_input_embeddings()
         ar_embeds = embed(targets.ar_inputs)
         steps = ar_embeds.shape[1]
-        ar_pos = (length + torch.arange(steps, dtype=torch.int32))[None].expand(bsz, -1)
+        ar_pos = (length + torch.arange(steps, dtype=torch.int32, device=device))[None].expand(bsz, -1)
         mask = self.model.model.encoder.create_masks_for_generate(
             config=self.model.config, inputs_embeds=ar_embeds,
-            attention_mask=torch.ones((bsz, length + steps), dtype=torch.bool), cache=cache, position_ids=ar_pos,
+            attention_mask=torch.ones((bsz, length + steps), dtype=torch.bool, device=device), cache=cache,
+            position_ids=ar_pos,
         )
         ar_out = self.model.model.encoder(inputs_embeds=ar_embeds, attention_mask=mask, cache=cache,
                                           position_ids=ar_pos)

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch.nn import functional as F
@@ -29,6 +29,9 @@ class Targets:
     ar_labels: torch.Tensor  # [B, T + 1] long: tag, text, eos, IGNORE... (first predicted from the prompt's end)
     ctc: torch.Tensor  # [B, S] long: text tokens, pad-filled
     ctc_lengths: torch.Tensor  # [B] long
+
+    def to(self, device: torch.device) -> Targets:
+        return Targets(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 def build_targets(
@@ -75,14 +78,17 @@ def corrupt(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Replace a fraction t ~ U(0, 1) per row of the canvas by uniform random ids.
 
-    Returns (noisy canvas, corrupted mask [B, C], t [B]).
+    Returns (noisy canvas, corrupted mask [B, C], t [B]), on the canvas's device. The draws come from the
+    (CPU) generator, so a seed gives the same corruption on any device.
     """
     batch, length = canvas.shape
     if t is None:
         t = torch.rand(batch, generator=generator)
+    t = t.cpu()
     chosen = torch.rand((batch, length), generator=generator) < t[:, None]
     noise = torch.randint(0, vocab_size, (batch, length), generator=generator)
-    return torch.where(chosen, noise, canvas), chosen, t
+    chosen, noise = chosen.to(canvas.device), noise.to(canvas.device)
+    return torch.where(chosen, noise, canvas), chosen, t.to(canvas.device)
 
 
 def diffusion_loss(

@@ -80,7 +80,8 @@ def save_state(path: Path, trainer: AsrTrainer, optimizer, run: RunState, genera
 
 
 def load_state(path: Path, trainer: AsrTrainer, optimizer, generator, sampler) -> RunState:
-    state = torch.load(path, weights_only=False)
+    # On the CPU first: load_state_dict (modules and optimizer) copies each tensor onto its parameter's device.
+    state = torch.load(path, weights_only=False, map_location="cpu")
     trainer.parts.whisper.load_state_dict(state["whisper"])
     trainer.parts.projector.load_state_dict(state["projector"])
     trainer.parts.backbone.load_state_dict(state["backbone"])

@@ -83,7 +83,7 @@ class Loop:
         tokenizer = self.trainer.parts.tokenizer
         self.trainer.train(False)
         with torch.no_grad():
-            audio = self.trainer.project(self.probe.features)
+            audio = self.trainer.project(self.probe.features.to(self.trainer.device))
             logits = self.trainer.model.lm_head(audio)
         hyps = [tokenizer.decode(ids) for ids in losses.greedy_ctc(logits, self.probe.slots, tokenizer.pad_token_id)]
         refs = [tokenizer.decode(row[:n]) for row, n in zip(self.probe.targets.ctc.tolist(),
@@ -109,7 +109,8 @@ class Loop:
         cfg = self.config
         picked, hinted = next_batch(self.examples, self.sampler, cfg.batch_size, cfg.hint_prob, self.order,
                                     cfg.bucket_batches)
-        batch = collate(self.feats, picked, self.trainer.parts.tokenizer, self.trainer.dims.canvas_length, hinted)
+        batch = collate(self.feats, picked, self.trainer.parts.tokenizer, self.trainer.dims.canvas_length,
+                        hinted).to(self.trainer.device)
         full_stage = self.run.elapsed_s >= cfg.ctc_only_until_minutes * 60.0
         if full_stage and self.run.full_stage_step is None:
             self.run.full_stage_step = self.run.step
@@ -178,6 +179,26 @@ class Loop:
         return self.run
 
 
+def training_device(name: str) -> torch.device:
+    """The device `--device` names, refused by name when this machine has none of that kind."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: no CUDA device is available to torch {torch.__version__}")
+        # TF32 matmuls: fp32 training at tensor-core speed; the small model needs no bf16 autocast.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name}: training runs on 'cpu' or 'cuda[:N]'")
+    return device
+
+
+def move_parts(parts: ModelParts, device: torch.device) -> None:
+    """Move the trainable modules (the tokenizer stays where it is)."""
+    for module in (parts.whisper, parts.projector, parts.backbone):
+        module.to(device)
+
+
 def init_audio_path(parts: ModelParts, conv_gain: float = 1.0) -> None:
     """Re-initialise the Whisper encoder's convolutions so the audio is not drowned by the position embeddings.
 
@@ -242,6 +263,7 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
     """The full run; returns the checkpoint directory written."""
     started = time.monotonic()
     torch.set_num_threads(config.threads)
+    device = training_device(config.device)
     work = Path(config.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     dims = config.dims()
@@ -260,7 +282,8 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
 
     torch.manual_seed(config.seed)
     parts = build_model(dims, tokenizer)
-    init_audio_path(parts, config.conv_gain)
+    init_audio_path(parts, config.conv_gain)  # on the CPU, so a seed gives the same weights on any device
+    move_parts(parts, device)
     loop = Loop(config, parts, dims, train_feats, examples)
     loop.probe = probe_batch(eval_feats, tokenizer, dims)
     resumed = config.resume and loop.resume()
@@ -288,6 +311,7 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
     }
     (work / "train_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     out = Path(config.out)
+    move_parts(parts, torch.device("cpu"))
     # The checkpoint's asr_config is the one training ran with, so inference reads the audio the same way.
     save_checkpoint(out, parts, loop.trainer.asr_config, model_card(info), half=True)
     # The run's record travels with the checkpoint, so `diffusion-asr eval --update-card` can re-render the card.

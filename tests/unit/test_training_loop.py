@@ -217,3 +217,14 @@ def test_loop_records_where_the_full_stage_began_and_warms_up_from_there(tmp_pat
     loop.step()
     assert loop.run.full_stage_step == 5
     assert max(group["lr"] for group in loop.optimizer.param_groups) == pytest.approx(3e-3 * 2 / 4)
+
+
+def test_training_device_is_refused_by_name_when_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.training.trainer import training_device
+
+    assert training_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"--device cuda: no CUDA device"):
+        training_device("cuda")
+    with pytest.raises(ValueError, match=r"--device meta: training runs on 'cpu' or 'cuda"):
+        training_device("meta")
