@@ -16,7 +16,7 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -312,8 +312,9 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
     (work / "train_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     out = Path(config.out)
     move_parts(parts, torch.device("cpu"))
-    # The checkpoint's asr_config is the one training ran with, so inference reads the audio the same way.
-    save_checkpoint(out, parts, loop.trainer.asr_config, model_card(info), half=True)
+    # The checkpoint's asr_config is the one training ran with, so inference reads the audio the same way, with
+    # the recipe's sampler settings.
+    save_checkpoint(out, parts, replace(loop.trainer.asr_config, **config.sampler), model_card(info), half=True)
     # The run's record travels with the checkpoint, so `diffusion-asr eval --update-card` can re-render the card.
     (out / "adapter" / "train_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     log.info("saved %s", out)

@@ -32,6 +32,8 @@ def test_train_command_writes_a_checkpoint_the_pipeline_serves(tmp_path: Path) -
     info = json.loads((out / "adapter" / "train_info.json").read_text(encoding="utf-8"))
     assert info["steps"] == 3 and info["examples_seen"] == 12
     assert info["config"]["word_initial"] is True
+    asr_config = json.loads((out / "adapter" / "asr_config.json").read_text(encoding="utf-8"))
+    assert {key: asr_config[key] for key in info["config"]["sampler"]} == info["config"]["sampler"]
 
     pipeline = load_pipeline(out, device=torch.device("cpu"), dtype=torch.float32)
     # The checkpoint's tokenizer is the run's word-initial one: a space joins the next character.
