@@ -27,11 +27,10 @@ def model_card(info: dict, results_md: str = "") -> str:
     d = info["dims"]
     data = info.get("data_manifest", {})
     cfg = info["config"]
-    tokens = ("one token per character (byte-level BPE whose merges only rebuild whole characters, trained on the "
+    unit = "character, a space joined to the character after it" if cfg.get("word_initial") else "character"
+    tokens = (f"one token per {unit} (byte-level BPE whose merges only rebuild whole characters, trained on the "
               "training sentences), language tags `<|xx|>`" if cfg.get("characters") else
               "byte-level BPE trained on the training sentences, language tags `<|xx|>`")
-    if cfg.get("characters") and cfg.get("word_initial"):
-        tokens = tokens.replace("per character", "per character, a space joined to the character after it")
     later = ("then all three losses, with the encoder and projector frozen (CTC trains only the lm_head)"
              if cfg.get("freeze_audio") else "then all three losses on every parameter")
     stage = (f"First {cfg['ctc_only_until_minutes']:g} min of training: CTC alone, on the Whisper encoder, the "

@@ -83,7 +83,7 @@ class Loop:
         tokenizer = self.trainer.parts.tokenizer
         self.trainer.train(False)
         with torch.no_grad():
-            audio = self.trainer.project(self.probe.features.to(self.trainer.device))
+            audio = self.trainer.project(self.probe.features)
             logits = self.trainer.model.lm_head(audio)
         hyps = [tokenizer.decode(ids) for ids in losses.greedy_ctc(logits, self.probe.slots, tokenizer.pad_token_id)]
         refs = [tokenizer.decode(row[:n]) for row, n in zip(self.probe.targets.ctc.tolist(),
@@ -285,7 +285,7 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
     init_audio_path(parts, config.conv_gain)  # on the CPU, so a seed gives the same weights on any device
     move_parts(parts, device)
     loop = Loop(config, parts, dims, train_feats, examples)
-    loop.probe = probe_batch(eval_feats, tokenizer, dims)
+    loop.probe = probe_batch(eval_feats, tokenizer, dims).to(device)
     resumed = config.resume and loop.resume()
     if resumed:
         log.info("resumed at step %d (%.1f min trained)", loop.run.step, loop.run.elapsed_s / 60)
