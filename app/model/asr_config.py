@@ -20,6 +20,7 @@ LANGUAGE_NAMES: dict[str, str] = {
 AUDIO_COMPRESSIONS: tuple[str | None, ...] = (None, "ctc")
 CANVAS_POSITIONS: tuple[str, ...] = ("after_prompt", "on_audio")
 CANVAS_PRIORS: tuple[str | None, ...] = (None, "ctc")
+CANVAS_INITS: tuple[str, ...] = ("noise", "ctc")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class AsrConfig:
     # "ctc": the first denoising step is self-conditioned on the CTC head's reading of the compressed audio, slot
     # by slot (`app.model.compression.ctc_canvas_prior`); needs audio_compression "ctc". None: it starts unconditioned.
     canvas_prior: str | None = None
+    # The canvas the first step sees: "noise", uniform random ids (the stock start); "ctc", the greedy-CTC
+    # transcript of the compressed audio after a random tag slot (`app.model.compression.ctc_canvas`), which the
+    # decoder then corrects, as Mask-CTC (Higuchi et al., 2020) refines a CTC hypothesis. Needs audio_compression
+    # "ctc".
+    canvas_init: str = "noise"
     # Entropy-bound sampler and schedule (the stock DiffusionGemma defaults).
     entropy_bound: float = 0.1
     t_min: float = 0.4
@@ -63,6 +69,10 @@ class AsrConfig:
             raise ValueError(f"canvas_prior must be one of {CANVAS_PRIORS}, got {self.canvas_prior!r}")
         if self.canvas_prior == "ctc" and self.audio_compression != "ctc":
             raise ValueError("canvas_prior 'ctc' reads CTC-compressed audio: it needs audio_compression 'ctc'")
+        if self.canvas_init not in CANVAS_INITS:
+            raise ValueError(f"canvas_init must be one of {CANVAS_INITS}, got {self.canvas_init!r}")
+        if self.canvas_init == "ctc" and self.audio_compression != "ctc":
+            raise ValueError("canvas_init 'ctc' reads CTC-compressed audio: it needs audio_compression 'ctc'")
 
     def language_tag(self, lang: str) -> str | None:
         """The tag token text for `lang`, when the checkpoint's format defines one."""

@@ -169,6 +169,7 @@ def asr_config_for(
     audio_compression: str | None = None,
     canvas_positions: str = "after_prompt",
     canvas_prior: str | None = None,
+    canvas_init: str = "noise",
 ) -> AsrConfig:
     """The prompt format of checkpoints the project builds: one language-tag token as the hint.
 
@@ -179,6 +180,7 @@ def asr_config_for(
         audio_compression=audio_compression,
         canvas_positions=canvas_positions,
         canvas_prior=canvas_prior,
+        canvas_init=canvas_init,
         prompt_template="<bos><start_of_turn>{hint}{audio}<end_of_turn>",
         language_hint=LANGUAGE_TAG_FORMAT.replace("{lang}", "{language}"),
         context_hint="",

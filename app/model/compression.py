@@ -65,3 +65,15 @@ def ctc_canvas_prior(
         filler = torch.nn.functional.one_hot(ends, logits.shape[-1]).to(logits.dtype) * margin
         logits = torch.where(emitted[..., None], logits, filler)
         return torch.cat([logits.new_zeros(logits.shape[0], 1, logits.shape[-1]), logits], dim=1)
+
+
+def ctc_canvas(
+    audio: torch.Tensor, lm_head: torch.nn.Module, canvas_length: int, pad: int, eos: int
+) -> torch.Tensor:
+    """The greedy-CTC transcript laid out as a canvas after its tag slot: ids `[B, C - 1]` for slots 1..C-1.
+
+    Compressed slot k holds the k-th emitted character, so its argmax is the k-th token of greedy CTC decoding
+    (the mean of a run of logits that all peak at one label peaks there too); then `<eos>`, then `<pad>`. The
+    argmax of `ctc_canvas_prior`, so the prior and the seeded canvas never disagree.
+    """
+    return ctc_canvas_prior(audio, lm_head, canvas_length, pad, eos)[:, 1:].argmax(dim=-1)

@@ -21,7 +21,7 @@ from app.model.backbone import Prefill, PromptBuilder, load_lora, prefill, promp
 from app.model.checkpoint import (
     CheckpointError, CheckpointPaths, default_device, default_dtype, load_projector, load_tokenizer,
 )
-from app.model.compression import ctc_canvas_prior, prompt_audio
+from app.model.compression import ctc_canvas, ctc_canvas_prior, prompt_audio
 from app.model.denoiser import DenoiseJob, SamplingParams, denoise_all
 from app.model.sampling import TokenSampler
 from app.model.transcript import (
@@ -149,6 +149,9 @@ class AsrPipeline:
         if self.config.canvas_prior == "ctc":
             state.prior = ctc_canvas_prior(audio[None], self.backbone.lm_head, self.config.canvas_length,
                                            self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)[0]
+        if self.config.canvas_init == "ctc":
+            state.seed = ctc_canvas(audio[None], self.backbone.lm_head, self.config.canvas_length,
+                                    self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)[0]
         return state
 
     def steps_for(self, options: DecodeOptions) -> int:

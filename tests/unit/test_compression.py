@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from app.model.compression import ctc_canvas_prior, ctc_compress, prompt_audio
+from app.model.compression import ctc_canvas, ctc_canvas_prior, ctc_compress, prompt_audio
 
 BLANK = 0
 
@@ -60,3 +60,22 @@ def test_canvas_prior_puts_the_kth_emitted_slot_at_canvas_slot_k_plus_one_then_e
         torch.testing.assert_close(prior[0, 1:3], head(compressed[0, :2]))
     assert prior[0, 3].argmax() == eos and prior[0, 4].argmax() == pad
     assert prior[0, 3, eos] - prior[0, 3, pad] >= 10
+
+
+def test_ctc_canvas_is_the_greedy_ctc_transcript_then_eos_and_pad() -> None:
+    from app.training.losses import greedy_ctc
+
+    vocab, pad, eos, slots, canvas = 7, 0, 1, 24, 20
+    head = torch.nn.Linear(4, vocab, bias=False)
+    audio = torch.randn(3, slots, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = head(audio)
+        compressed = ctc_compress(audio, logits, pad)
+    seeds = ctc_canvas(compressed, head, canvas, pad, eos)
+    assert seeds.shape == (3, canvas - 1)
+    transcripts = greedy_ctc(logits, torch.full((3,), slots), blank=pad)
+    assert any(transcripts), "the random head should emit something"
+    for seed, ids in zip(seeds.tolist(), transcripts):
+        ids = ids[: canvas - 1]
+        tail = [eos] + [pad] * (canvas - 2 - len(ids)) if len(ids) < canvas - 1 else []
+        assert seed == ids + tail

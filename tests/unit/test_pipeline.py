@@ -182,3 +182,43 @@ def test_ctc_prior_without_ctc_compression_is_refused(tiny_model_dir, tmp_path):
 
     with pytest.raises(ValueError, match="audio_compression"):
         load_pipeline(_with_asr_config(tiny_model_dir, tmp_path, canvas_prior="ctc"))
+
+
+def test_ctc_seed_is_the_first_steps_canvas_after_the_tag_slot(tiny_model_dir, tmp_path):
+    import torch
+
+    from app.model.compression import ctc_canvas
+    from app.model.denoiser import DenoiseJob, denoise_all
+    from app.model.pipeline import load_pipeline
+
+    model = _with_asr_config(tiny_model_dir, tmp_path, audio_compression="ctc", canvas_init="ctc")
+    pipeline = load_pipeline(model, device=torch.device("cpu"), dtype=torch.float32)
+    audio = pipeline.encode([np.random.default_rng(3).standard_normal(16_000).astype(np.float32) * 0.1])
+    state = pipeline.prefill(audio[0], None, None)
+    expected = ctc_canvas(audio, pipeline.backbone.lm_head, pipeline.config.canvas_length,
+                          pipeline.tokenizer.pad_token_id, pipeline.tokenizer.eos_token_id)[0]
+    assert torch.equal(state.seed, expected)
+    seen = []
+    hook = pipeline.backbone.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["decoder_input_ids"].clone()), with_kwargs=True)
+    try:
+        for seed in (state.seed, None):
+            state.seed = seed
+            denoise_all(pipeline.backbone, [DenoiseJob(state, 2, torch.Generator().manual_seed(0))], pipeline.params)
+    finally:
+        hook.remove()
+    seeded_first, noise_first = seen[0][0], seen[2][0]
+    assert torch.equal(seeded_first[1:], expected)
+    assert seeded_first[0] == noise_first[0]  # the tag slot keeps the row's own random draw
+    assert not torch.equal(noise_first[1:], expected)
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"canvas_init": "ctc"}, "audio_compression"),
+    ({"audio_compression": "ctc", "canvas_init": "ctc_beam"}, "canvas_init"),
+])
+def test_bad_canvas_init_is_refused_by_name(tiny_model_dir, tmp_path, changes, named):
+    from app.model.pipeline import load_pipeline
+
+    with pytest.raises(ValueError, match=named):
+        load_pipeline(_with_asr_config(tiny_model_dir, tmp_path, **changes))
