@@ -39,6 +39,13 @@ def model_card(info: dict, results_md: str = "") -> str:
     cycles = " (once per stage)" if cfg.get("lr_per_stage") and cfg.get("ctc_only_until_minutes") else ""
     noise = cfg.get("noise_exponent", 1.0)
     levels = "t ~ U(0,1)" if noise == 1.0 else f"t = u^{noise:g}, u ~ U(0,1),"
+    seeded = ""
+    if cfg.get("canvas_init") == "ctc":
+        seeded = ("Decoding starts from the greedy-CTC transcript of the compressed audio after a random tag slot "
+                  "(`canvas_init` \"ctc\")")
+        seeded += (f"; on {cfg['seed_prob']:.0%} of the diffusion rows, training corrupts that transcript (t = "
+                   f"u^{cfg['seed_noise_exponent']:g}) instead of the clean canvas.\n" if cfg.get("seed_prob")
+                   else ".\n")
     return f"""# default: a small diffusion ASR model (en, de, fr, es, hi, zh)
 
 The project's shipped demo model: the serving architecture (Whisper-style encoder -> projector ->
@@ -76,7 +83,7 @@ on {info['config']['self_cond_prob']:.0%} of rows with the first pass's logits d
 [0.4, 0.8]), autoregressive next-token loss through the backbone's causal encoder (weight {info['config']['w_ar']}),
 CTC on the projector output through the lm_head (weight {info['config']['w_ctc']}, blank = <pad>, targets = text
 tokens without the tag). Language hint in the prompt on {info['config']['hint_prob']:.0%} of batches.
-{stage}
+{seeded}{stage}
 AdamW lr {info['config']['lr']}, warm-up {info['config']['warmup_steps']} steps, cosine decay{cycles}, batch
 {info['config']['batch_size']}, {info['steps']} steps ({info['examples_seen']:,} clips seen).
 

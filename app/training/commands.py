@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from app.model.asr_config import CANVAS_POSITIONS
+from app.model.asr_config import CANVAS_INITS, CANVAS_POSITIONS
 
 # The project's real-speech clips live beside the checkout, not inside it.
 SHARED_AUDIO = Path(__file__).resolve().parents[2].parent / "shared" / "audio"
@@ -30,7 +30,7 @@ _TRAIN_FIELDS = (
     "work_dir", "out", "preset", "train_per_lang", "eval_per_lang", "seed", "batch_size", "lr", "max_minutes",
     "max_steps", "checkpoint_minutes", "ctc_only_until_minutes", "w_ctc", "w_ar", "conv_lr_scale", "conv_gain",
     "warmup_steps", "probe_every", "threads", "noise_exponent", "freeze_audio", "canvas_positions",
-    "prior_prob", "word_initial", "lr_per_stage", "device",
+    "prior_prob", "word_initial", "lr_per_stage", "device", "canvas_init", "seed_prob", "seed_noise_exponent",
 )
 
 
@@ -94,6 +94,12 @@ def register(subparsers) -> None:
     p.add_argument("--canvas-prior", choices=["ctc", "none"],
                    help="self-condition the first denoising step on the CTC head's reading (none: unconditioned)")
     p.add_argument("--prior-prob", type=float, help="fraction of training rows self-conditioned on the CTC prior")
+    p.add_argument("--canvas-init", choices=CANVAS_INITS,
+                   help="the canvas decoding starts from: uniform noise, or the greedy-CTC transcript")
+    p.add_argument("--seed-prob", type=float,
+                   help="fraction of training rows whose noisy canvas is the greedy-CTC transcript (--canvas-init ctc)")
+    p.add_argument("--seed-noise-exponent", type=float,
+                   help="further corruption of those rows: t = u ** this (above 1: lightly corrupted)")
     p.add_argument("--lr-per-stage", action=argparse.BooleanOptionalAction, default=None,
                    help="give the CTC stage and the full stage each their own warm-up and cosine decay")
     p.add_argument("--word-initial", action=argparse.BooleanOptionalAction, default=None,

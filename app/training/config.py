@@ -82,6 +82,15 @@ class TrainConfig:
     # no better than none (docs/training.md), so the recipe leaves it off.
     canvas_prior: str | None = None
     prior_prob: float = 0.5
+    # The canvas decoding starts from (`AsrConfig.canvas_init`): "ctc" starts from the greedy-CTC transcript,
+    # which the decoder keeps or corrects (against "noise": 10-29 points less CER, docs/training.md).
+    canvas_init: str = "ctc"
+    # Fraction of diffusion rows whose noisy canvas is that transcript (a random tag slot, CTC's own insertions,
+    # deletions and misspellings), further corrupted by t = u ** seed_noise_exponent. Measured worse (2-39
+    # points more CER than without, docs/training.md), so off: trained on corrupted clean canvases only, the
+    # decoder keeps a seed's tokens.
+    seed_prob: float = 0.0
+    seed_noise_exponent: float = 2.0
     # Sampler settings written into the checkpoint's asr_config.json for inference; training is unaffected (its
     # self-conditioning temperatures stay the stock 0.4-0.8). Chosen on held-out sentences 200-229, which are
     # never scored: against the stock (0.1, 0.4, 0.8), 4-7 points less CER in every language (docs/training.md).

@@ -15,7 +15,7 @@ from transformers import DynamicCache
 
 from app.model.backbone import Prompt, PromptBuilder
 from app.model.checkpoint import ModelParts, asr_config_for
-from app.model.compression import ctc_canvas_prior, prompt_audio
+from app.model.compression import ctc_canvas, ctc_canvas_prior, prompt_audio
 from app.model.presets import ModelDims
 from app.training import losses
 from app.training.batches import Batch
@@ -47,7 +47,7 @@ class AsrTrainer:
         self.model = parts.backbone.get_base_model()  # DiffusionGemmaForBlockDiffusion with LoRA layers injected
         self.encoder = parts.whisper.get_encoder()
         self.asr_config = asr_config_for(dims, config.audio_compression, config.canvas_positions,
-                                         config.canvas_prior)
+                                         config.canvas_prior, config.canvas_init)
         self.prompts = PromptBuilder(parts.tokenizer, self.asr_config)
         self.vocab_size = self.model.config.text_config.vocab_size
         self.cap = self.model.final_logit_softcapping
@@ -129,6 +129,23 @@ class AsrTrainer:
         nan = torch.tensor(float("nan"))
         return {"loss": l_ctc, "diff": nan, "ar": nan, "ctc": l_ctc}
 
+    def seeded_rows(self, noisy: torch.Tensor, in_prompt: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """`noisy` with `seed_prob` of its rows replaced by the canvas decoding starts from under
+        `canvas_init` "ctc" (a random tag slot, then the greedy-CTC transcript), lightly corrupted.
+
+        The seed carries CTC's real errors, shifts included, which uniform corruption of the clean canvas
+        never shows the decoder; the target stays the clean canvas.
+        """
+        cfg, tokenizer = self.config, self.parts.tokenizer
+        bsz, canvas_len = noisy.shape
+        rows = torch.rand(bsz, generator=generator) < cfg.seed_prob
+        t = losses.noise_levels(bsz, cfg.seed_noise_exponent, generator)
+        tag = torch.randint(0, self.vocab_size, (bsz, 1), generator=generator)
+        seed = ctc_canvas(in_prompt.detach(), self.model.lm_head, canvas_len, tokenizer.pad_token_id,
+                          tokenizer.eos_token_id)
+        seeded, _, _ = losses.corrupt(torch.cat([tag.to(seed.device), seed], dim=1), self.vocab_size, generator, t)
+        return torch.where(rows.to(noisy.device)[:, None], seeded, noisy)
+
     def losses(self, batch: Batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         cfg = self.config
         targets = batch.targets
@@ -148,6 +165,8 @@ class AsrTrainer:
         # Random draws come from the CPU generator (the same stream on any device), then move.
         t = losses.noise_levels(bsz, cfg.noise_exponent, generator)
         noisy, _, _ = losses.corrupt(targets.canvas, self.vocab_size, generator, t)
+        if self.asr_config.canvas_init == "ctc":
+            noisy = self.seeded_rows(noisy, in_prompt, generator)
         prior_rows = torch.zeros(bsz, dtype=torch.bool)
         if self.asr_config.canvas_prior == "ctc":
             prior_rows = torch.rand(bsz, generator=generator) < cfg.prior_prob

@@ -34,6 +34,8 @@ def test_train_command_writes_a_checkpoint_the_pipeline_serves(tmp_path: Path) -
     assert info["config"]["word_initial"] is True
     asr_config = json.loads((out / "adapter" / "asr_config.json").read_text(encoding="utf-8"))
     assert {key: asr_config[key] for key in info["config"]["sampler"]} == info["config"]["sampler"]
+    assert asr_config["canvas_init"] == info["config"]["canvas_init"] == "ctc"
+    assert "Decoding starts from the greedy-CTC transcript" in (out / "adapter" / "MODEL_CARD.md").read_text()
 
     pipeline = load_pipeline(out, device=torch.device("cpu"), dtype=torch.float32)
     # The checkpoint's tokenizer is the run's word-initial one: a space joins the next character.

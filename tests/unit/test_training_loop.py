@@ -146,6 +146,36 @@ def test_ctc_prior_rows_are_self_conditioned_on_the_prior(tmp_path: Path, monkey
     torch.testing.assert_close(conditioned[0], priors[0])
 
 
+@pytest.mark.parametrize("seed_prob", [1.0, 0.0])
+def test_seeded_rows_start_from_the_ctc_transcript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   seed_prob: float) -> None:
+    from app.training import forward
+
+    seeds = []
+
+    def recording(*args, **kwargs):
+        seeds.append(forward_seed(*args, **kwargs))
+        return seeds[-1]
+
+    forward_seed = forward.ctc_canvas
+    monkeypatch.setattr(forward, "ctc_canvas", recording)
+    # u ** 1e6 is 0 for every u < 1: the seeds are not corrupted any further.
+    loop = _loop(tmp_path, canvas_init="ctc", seed_prob=seed_prob, seed_noise_exponent=1e6, self_cond_prob=0.0)
+    assert loop.trainer.asr_config.canvas_init == "ctc"
+    seen = []
+    hook = loop.trainer.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs.get("decoder_input_ids")), with_kwargs=True)
+    try:
+        values = loop.step()
+    finally:
+        hook.remove()
+    assert np.isfinite(values["diff"])
+    canvases = [s for s in seen if s is not None]
+    assert len(seeds) == 1 and len(canvases) == 1
+    assert seeds[0].shape == (6, TINY.canvas_length - 1)
+    assert torch.equal(canvases[0][:, 1:], seeds[0]) == (seed_prob == 1.0)
+
+
 def test_whisper_prefix_equals_the_encoder_over_the_full_window(tmp_path: Path) -> None:
     from app.training.forward import whisper_prefix
 
