@@ -84,7 +84,7 @@ class Prefill:
     length: int
     canvas_start: int  # rotary position of canvas slot 0
     prior: torch.Tensor | None = None  # [C, V] self-conditioning logits for the first step (`canvas_prior`)
-    seed: torch.Tensor | None = None  # [C - 1] ids of canvas slots 1.. at the first step (`canvas_init`)
+    start: torch.Tensor | None = None  # [C - 1] ids of canvas slots 1.. at the first step (`canvas_init`)
 
 
 def prompt_embeddings(

@@ -125,8 +125,8 @@ class DenoiseBatch:
 
     def add(self, key: Hashable, job: DenoiseJob) -> None:
         """Join a row; its canvas starts as uniform random ids from its own generator (slots 1.. replaced by
-        the prefill's seed when it has one), its first step self-conditioned on the prefill's prior when it
-        has one."""
+        the prefill's start canvas when it has one), its first step self-conditioned on the prefill's prior
+        when it has one."""
         if key in self._rows:
             raise KeyError(f"row {key!r} is already in the batch")
         if job.steps < 1:
@@ -134,9 +134,9 @@ class DenoiseBatch:
         canvas = torch.randint(
             0, self.vocab_size, (1, self.canvas_length), generator=job.generator, device=self.device
         )
-        if job.prefill.seed is not None:
-            # Drawn first all the same, so the row's generator stream does not depend on the seed.
-            canvas[0, 1:] = job.prefill.seed.to(self.device)
+        if job.prefill.start is not None:
+            # Drawn all the same, so the row's generator stream does not depend on the start canvas.
+            canvas[0, 1:] = job.prefill.start.to(self.device)
         history = deque(maxlen=self.params.stability_threshold)
         self._rows[key] = _Row(job=job, remaining=job.steps, history=history, started=time.perf_counter())
         self._keys.append(key)

@@ -150,8 +150,8 @@ class AsrPipeline:
             state.prior = ctc_canvas_prior(audio[None], self.backbone.lm_head, self.config.canvas_length,
                                            self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)[0]
         if self.config.canvas_init == "ctc":
-            state.seed = ctc_canvas(audio[None], self.backbone.lm_head, self.config.canvas_length,
-                                    self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)[0]
+            state.start = ctc_canvas(audio[None], self.backbone.lm_head, self.config.canvas_length,
+                                     self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)[0]
         return state
 
     def steps_for(self, options: DecodeOptions) -> int:

@@ -197,17 +197,17 @@ def test_ctc_seed_is_the_first_steps_canvas_after_the_tag_slot(tiny_model_dir, t
     state = pipeline.prefill(audio[0], None, None)
     expected = ctc_canvas(audio, pipeline.backbone.lm_head, pipeline.config.canvas_length,
                           pipeline.tokenizer.pad_token_id, pipeline.tokenizer.eos_token_id)[0]
-    assert torch.equal(state.seed, expected)
+    assert torch.equal(state.start, expected)
     seen = []
     hook = pipeline.backbone.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs["decoder_input_ids"].clone()), with_kwargs=True)
     try:
-        for seed in (state.seed, None):
-            state.seed = seed
-            denoise_all(pipeline.backbone, [DenoiseJob(state, 2, torch.Generator().manual_seed(0))], pipeline.params)
+        for start in (state.start, None):
+            state.start = start
+            denoise_all(pipeline.backbone, [DenoiseJob(state, 1, torch.Generator().manual_seed(0))], pipeline.params)
     finally:
         hook.remove()
-    seeded_first, noise_first = seen[0][0], seen[2][0]
+    seeded_first, noise_first = seen[0][0], seen[1][0]
     assert torch.equal(seeded_first[1:], expected)
     assert seeded_first[0] == noise_first[0]  # the tag slot keeps the row's own random draw
     assert not torch.equal(noise_first[1:], expected)
