@@ -61,18 +61,14 @@ class AsrConfig:
     confidence_threshold: float = 0.005
 
     def __post_init__(self) -> None:
-        if self.audio_compression not in AUDIO_COMPRESSIONS:
-            raise ValueError(f"audio_compression must be one of {AUDIO_COMPRESSIONS}, got {self.audio_compression!r}")
-        if self.canvas_positions not in CANVAS_POSITIONS:
-            raise ValueError(f"canvas_positions must be one of {CANVAS_POSITIONS}, got {self.canvas_positions!r}")
-        if self.canvas_prior not in CANVAS_PRIORS:
-            raise ValueError(f"canvas_prior must be one of {CANVAS_PRIORS}, got {self.canvas_prior!r}")
-        if self.canvas_prior == "ctc" and self.audio_compression != "ctc":
-            raise ValueError("canvas_prior 'ctc' reads CTC-compressed audio: it needs audio_compression 'ctc'")
-        if self.canvas_init not in CANVAS_INITS:
-            raise ValueError(f"canvas_init must be one of {CANVAS_INITS}, got {self.canvas_init!r}")
-        if self.canvas_init == "ctc" and self.audio_compression != "ctc":
-            raise ValueError("canvas_init 'ctc' reads CTC-compressed audio: it needs audio_compression 'ctc'")
+        choices = {"audio_compression": AUDIO_COMPRESSIONS, "canvas_positions": CANVAS_POSITIONS,
+                   "canvas_prior": CANVAS_PRIORS, "canvas_init": CANVAS_INITS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("canvas_prior", "canvas_init"):
+            if getattr(self, name) == "ctc" and self.audio_compression != "ctc":
+                raise ValueError(f"{name} 'ctc' reads CTC-compressed audio: it needs audio_compression 'ctc'")
 
     def language_tag(self, lang: str) -> str | None:
         """The tag token text for `lang`, when the checkpoint's format defines one."""
