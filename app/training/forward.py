@@ -165,7 +165,8 @@ class AsrTrainer:
         # Random draws come from the CPU generator (the same stream on any device), then move.
         t = losses.noise_levels(bsz, cfg.noise_exponent, generator)
         noisy, _, _ = losses.corrupt(targets.canvas, self.vocab_size, generator, t)
-        if self.asr_config.canvas_init == "ctc":
+        # At seed_prob 0 (the recipe) no seed is built or drawn for: training is that of a "noise" start.
+        if self.asr_config.canvas_init == "ctc" and cfg.seed_prob > 0:
             noisy = self.seeded_rows(noisy, in_prompt, generator)
         prior_rows = torch.zeros(bsz, dtype=torch.bool)
         if self.asr_config.canvas_prior == "ctc":

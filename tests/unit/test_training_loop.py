@@ -146,34 +146,58 @@ def test_ctc_prior_rows_are_self_conditioned_on_the_prior(tmp_path: Path, monkey
     torch.testing.assert_close(conditioned[0], priors[0])
 
 
-@pytest.mark.parametrize("seed_prob", [1.0, 0.0])
-def test_seeded_rows_start_from_the_ctc_transcript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   seed_prob: float) -> None:
-    from app.training import forward
-
-    seeds = []
+def _record_calls(monkeypatch: pytest.MonkeyPatch, module, name: str) -> list:
+    """Replace `module.name` by a wrapper that records each call's result; returns the record."""
+    results, original = [], getattr(module, name)
 
     def recording(*args, **kwargs):
-        seeds.append(forward_seed(*args, **kwargs))
-        return seeds[-1]
+        results.append(original(*args, **kwargs))
+        return results[-1]
 
-    forward_seed = forward.ctc_canvas
-    monkeypatch.setattr(forward, "ctc_canvas", recording)
-    # u ** 1e6 is 0 for every u < 1: the seeds are not corrupted any further.
-    loop = _loop(tmp_path, canvas_init="ctc", seed_prob=seed_prob, seed_noise_exponent=1e6, self_cond_prob=0.0)
-    assert loop.trainer.asr_config.canvas_init == "ctc"
+    monkeypatch.setattr(module, name, recording)
+    return results
+
+
+def _step_seeing(loop: Loop, keyword: str) -> tuple[dict, list]:
+    """One training step; returns its losses and `keyword` of every backbone call it made (None if absent)."""
     seen = []
     hook = loop.trainer.model.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs.get("decoder_input_ids")), with_kwargs=True)
+        lambda module, args, kwargs: seen.append(kwargs.get(keyword)), with_kwargs=True)
     try:
         values = loop.step()
     finally:
         hook.remove()
+    return values, seen
+
+
+def test_seeded_rows_start_from_the_ctc_transcript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.training import forward
+
+    seeds = _record_calls(monkeypatch, forward, "ctc_canvas")
+    # u ** 1e6 is 0 for every u < 1: the seeds are not corrupted any further.
+    loop = _loop(tmp_path, canvas_init="ctc", seed_prob=1.0, seed_noise_exponent=1e6, self_cond_prob=0.0)
+    assert loop.trainer.asr_config.canvas_init == "ctc"
+    values, seen = _step_seeing(loop, "decoder_input_ids")
     assert np.isfinite(values["diff"])
     canvases = [s for s in seen if s is not None]
     assert len(seeds) == 1 and len(canvases) == 1
     assert seeds[0].shape == (6, TINY.canvas_length - 1)
-    assert torch.equal(canvases[0][:, 1:], seeds[0]) == (seed_prob == 1.0)
+    assert torch.equal(canvases[0][:, 1:], seeds[0])
+
+
+def test_without_seeded_rows_ctc_start_trains_exactly_as_a_noise_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.training import forward
+
+    seeds = _record_calls(monkeypatch, forward, "ctc_canvas")
+    canvases = {}
+    for init in ("ctc", "noise"):
+        loop = _loop(tmp_path / init, canvas_init=init, seed_prob=0.0, self_cond_prob=0.0)
+        assert loop.trainer.asr_config.canvas_init == init
+        canvases[init] = [s for s in _step_seeing(loop, "decoder_input_ids")[1] if s is not None]
+    assert seeds == []  # no transcript is built when no row takes it
+    assert len(canvases["ctc"]) == 1 and torch.equal(canvases["ctc"][0], canvases["noise"][0])
 
 
 def test_whisper_prefix_equals_the_encoder_over_the_full_window(tmp_path: Path) -> None:
