@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -152,27 +153,46 @@ def test_unknown_canvas_positions_are_refused_by_name(tiny_model_dir, tmp_path):
         load_pipeline(_with_asr_config(tiny_model_dir, tmp_path, canvas_positions="before_prompt"))
 
 
+def _compressed_prefill(tiny_model_dir, tmp_path, rng_seed: int, **changes):
+    """A CTC-compressed copy of the tiny model with `changes`, and the prefill of one second of random audio."""
+    import torch
+
+    from app.model.pipeline import load_pipeline
+
+    model = _with_asr_config(tiny_model_dir, tmp_path, audio_compression="ctc", **changes)
+    pipeline = load_pipeline(model, device=torch.device("cpu"), dtype=torch.float32)
+    audio = pipeline.encode([np.random.default_rng(rng_seed).standard_normal(16_000).astype(np.float32) * 0.1])
+    return pipeline, audio, pipeline.prefill(audio[0], None, None)
+
+
+def _denoise_seeing(pipeline, keyword: str, states: list, steps: int) -> list:
+    """Denoise each prefill alone (generator seed 0); `keyword` of every backbone call, in order."""
+    import torch
+
+    from app.model.denoiser import DenoiseJob, denoise_all
+
+    seen = []
+    hook = pipeline.backbone.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs[keyword]), with_kwargs=True)
+    try:
+        for state in states:
+            denoise_all(pipeline.backbone, [DenoiseJob(state, steps, torch.Generator().manual_seed(0))],
+                        pipeline.params)
+    finally:
+        hook.remove()
+    return seen
+
+
 def test_ctc_prior_self_conditions_the_first_step_only(tiny_model_dir, tmp_path):
     import torch
 
     from app.model.compression import ctc_canvas_prior
-    from app.model.denoiser import DenoiseJob, denoise_all
-    from app.model.pipeline import load_pipeline
 
-    model = _with_asr_config(tiny_model_dir, tmp_path, audio_compression="ctc", canvas_prior="ctc")
-    pipeline = load_pipeline(model, device=torch.device("cpu"), dtype=torch.float32)
-    audio = pipeline.encode([np.random.default_rng(2).standard_normal(16_000).astype(np.float32) * 0.1])
-    state = pipeline.prefill(audio[0], None, None)
+    pipeline, audio, state = _compressed_prefill(tiny_model_dir, tmp_path, 2, canvas_prior="ctc")
     expected = ctc_canvas_prior(audio, pipeline.backbone.lm_head, pipeline.config.canvas_length,
                                 pipeline.tokenizer.pad_token_id, pipeline.tokenizer.eos_token_id)[0]
     torch.testing.assert_close(state.prior, expected)
-    seen = []
-    hook = pipeline.backbone.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs["self_conditioning_logits"]), with_kwargs=True)
-    try:
-        denoise_all(pipeline.backbone, [DenoiseJob(state, 3, torch.Generator().manual_seed(0))], pipeline.params)
-    finally:
-        hook.remove()
+    seen = _denoise_seeing(pipeline, "self_conditioning_logits", [state], steps=3)
     torch.testing.assert_close(seen[0][0], expected)
     assert seen[1] is not None and not torch.allclose(seen[1][0], expected)
 
@@ -188,25 +208,13 @@ def test_ctc_seed_is_the_first_steps_canvas_after_the_tag_slot(tiny_model_dir, t
     import torch
 
     from app.model.compression import ctc_canvas
-    from app.model.denoiser import DenoiseJob, denoise_all
-    from app.model.pipeline import load_pipeline
 
-    model = _with_asr_config(tiny_model_dir, tmp_path, audio_compression="ctc", canvas_init="ctc")
-    pipeline = load_pipeline(model, device=torch.device("cpu"), dtype=torch.float32)
-    audio = pipeline.encode([np.random.default_rng(3).standard_normal(16_000).astype(np.float32) * 0.1])
-    state = pipeline.prefill(audio[0], None, None)
+    pipeline, audio, state = _compressed_prefill(tiny_model_dir, tmp_path, 3, canvas_init="ctc")
     expected = ctc_canvas(audio, pipeline.backbone.lm_head, pipeline.config.canvas_length,
                           pipeline.tokenizer.pad_token_id, pipeline.tokenizer.eos_token_id)[0]
     assert torch.equal(state.start, expected)
-    seen = []
-    hook = pipeline.backbone.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs["decoder_input_ids"].clone()), with_kwargs=True)
-    try:
-        for start in (state.start, None):
-            state.start = start
-            denoise_all(pipeline.backbone, [DenoiseJob(state, 1, torch.Generator().manual_seed(0))], pipeline.params)
-    finally:
-        hook.remove()
+    unseeded = dataclasses.replace(state, start=None)
+    seen = _denoise_seeing(pipeline, "decoder_input_ids", [state, unseeded], steps=1)
     seeded_first, noise_first = seen[0][0], seen[1][0]
     assert torch.equal(seeded_first[1:], expected)
     assert seeded_first[0] == noise_first[0]  # the tag slot keeps the row's own random draw

@@ -104,48 +104,6 @@ def test_full_stage_after_the_ctc_stage_freezes_the_audio_path_when_asked(tmp_pa
     assert torch.equal(loop.trainer.encoder.layers[0].self_attn.q_proj.weight, attention) == freeze
 
 
-@pytest.mark.parametrize("layout", ["after_prompt", "on_audio"])
-def test_training_canvas_sits_where_inference_puts_it(tmp_path: Path, layout: str) -> None:
-    loop = _loop(tmp_path, canvas_positions=layout, self_cond_prob=0.0, ctc_only_until_minutes=0.0)
-    seen = []
-    hook = loop.trainer.model.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs.get("decoder_position_ids")), with_kwargs=True)
-    try:
-        loop.step()
-    finally:
-        hook.remove()
-    prompt = loop.trainer.prompts.build(None)
-    positions = next(p for p in seen if p is not None)
-    assert prompt.canvas_start == (prompt.audio_positions[0] - 1 if layout == "on_audio" else len(prompt.ids))
-    assert torch.equal(positions[0], prompt.canvas_start + torch.arange(TINY.canvas_length))
-
-
-def test_ctc_prior_rows_are_self_conditioned_on_the_prior(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.training import forward
-
-    priors = []
-
-    def recording(*args, **kwargs):
-        priors.append(forward_prior(*args, **kwargs))
-        return priors[-1]
-
-    forward_prior = forward.ctc_canvas_prior
-    monkeypatch.setattr(forward, "ctc_canvas_prior", recording)
-    loop = _loop(tmp_path, canvas_prior="ctc", prior_prob=1.0, ctc_only_until_minutes=0.0)
-    seen = []
-    hook = loop.trainer.model.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs.get("self_conditioning_logits")), with_kwargs=True)
-    try:
-        values = loop.step()
-    finally:
-        hook.remove()
-    assert np.isfinite(values["diff"])
-    assert len(priors) == 1 and priors[0].shape == (6, TINY.canvas_length, loop.trainer.vocab_size)
-    conditioned = [s for s in seen if s is not None]
-    assert len(conditioned) == 1  # every row takes the prior: no first pass is needed
-    torch.testing.assert_close(conditioned[0], priors[0])
-
-
 def _record_calls(monkeypatch: pytest.MonkeyPatch, module, name: str) -> list:
     """Replace `module.name` by a wrapper that records each call's result; returns the record."""
     results, original = [], getattr(module, name)
@@ -168,6 +126,29 @@ def _step_seeing(loop: Loop, keyword: str) -> tuple[dict, list]:
     finally:
         hook.remove()
     return values, seen
+
+
+@pytest.mark.parametrize("layout", ["after_prompt", "on_audio"])
+def test_training_canvas_sits_where_inference_puts_it(tmp_path: Path, layout: str) -> None:
+    loop = _loop(tmp_path, canvas_positions=layout, self_cond_prob=0.0, ctc_only_until_minutes=0.0)
+    _, seen = _step_seeing(loop, "decoder_position_ids")
+    prompt = loop.trainer.prompts.build(None)
+    positions = next(p for p in seen if p is not None)
+    assert prompt.canvas_start == (prompt.audio_positions[0] - 1 if layout == "on_audio" else len(prompt.ids))
+    assert torch.equal(positions[0], prompt.canvas_start + torch.arange(TINY.canvas_length))
+
+
+def test_ctc_prior_rows_are_self_conditioned_on_the_prior(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.training import forward
+
+    priors = _record_calls(monkeypatch, forward, "ctc_canvas_prior")
+    loop = _loop(tmp_path, canvas_prior="ctc", prior_prob=1.0, ctc_only_until_minutes=0.0)
+    values, seen = _step_seeing(loop, "self_conditioning_logits")
+    assert np.isfinite(values["diff"])
+    assert len(priors) == 1 and priors[0].shape == (6, TINY.canvas_length, loop.trainer.vocab_size)
+    conditioned = [s for s in seen if s is not None]
+    assert len(conditioned) == 1  # every row takes the prior: no first pass is needed
+    torch.testing.assert_close(conditioned[0], priors[0])
 
 
 def test_seeded_rows_start_from_the_ctc_transcript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
