@@ -49,9 +49,9 @@ class AsrConfig:
     # by slot (`app.model.compression.ctc_canvas_prior`); needs audio_compression "ctc". None: it starts unconditioned.
     canvas_prior: str | None = None
     # The canvas the first step sees: "noise", uniform random ids (the stock start); "ctc", the greedy-CTC
-    # transcript of the compressed audio after a random tag slot (`app.model.compression.ctc_canvas`), for the
-    # decoder to keep or correct, as Mask-CTC (Higuchi et al., 2020) refines a CTC hypothesis. Needs
-    # audio_compression "ctc".
+    # transcript of the compressed audio (`app.model.compression.ctc_canvas`) under the language tag the
+    # autoregressive head predicts after the prompt (kept at every step), for the decoder to keep or correct, as
+    # Mask-CTC (Higuchi et al., 2020) refines a CTC hypothesis. Needs audio_compression "ctc".
     canvas_init: str = "noise"
     # Entropy-bound sampler and schedule (the stock DiffusionGemma defaults).
     entropy_bound: float = 0.1

@@ -85,6 +85,8 @@ class Prefill:
     canvas_start: int  # rotary position of canvas slot 0
     prior: torch.Tensor | None = None  # [C, V] self-conditioning logits for the first step (`canvas_prior`)
     start: torch.Tensor | None = None  # [C - 1] ids of canvas slots 1.. at the first step (`canvas_init`)
+    tag: int | None = None  # id kept in canvas slot 0 (the language tag) at every step (`canvas_init`)
+    last_hidden: torch.Tensor | None = None  # [H] the encoder's output at the prompt's last position
 
 
 def prompt_embeddings(
@@ -121,4 +123,16 @@ def prefill(
     )
     out = model.model.encoder(inputs_embeds=embeds, attention_mask=mask, cache=cache, position_ids=positions)
     layers = [(layer.keys, layer.values) for layer in out.cache.layers]
-    return Prefill(layers=layers, length=length, canvas_start=length if canvas_start is None else canvas_start)
+    return Prefill(layers=layers, length=length, canvas_start=length if canvas_start is None else canvas_start,
+                   last_hidden=out.last_hidden_state[0, -1])
+
+
+@torch.no_grad()
+def next_token_among(model: DiffusionGemmaForBlockDiffusion, state: Prefill, allowed: list[int]) -> int:
+    """The autoregressive head's choice among `allowed` for the token after the prompt.
+
+    Training's autoregressive loss reads the tag from exactly this position (the lm_head over the prompt's last
+    hidden state); the backbone's logit soft-capping is monotonic, so it is left out of the argmax.
+    """
+    logits = model.lm_head(state.last_hidden)[allowed]
+    return allowed[int(logits.argmax())]

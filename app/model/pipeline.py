@@ -17,7 +17,7 @@ import torch
 from app.audio.vad import AudioWindow, VoiceActivityDetector, split_windows
 from app.model import encoder as whisper
 from app.model.asr_config import AsrConfig
-from app.model.backbone import Prefill, PromptBuilder, load_lora, prefill, prompt_embeddings
+from app.model.backbone import Prefill, PromptBuilder, load_lora, next_token_among, prefill, prompt_embeddings
 from app.model.checkpoint import (
     CheckpointError, CheckpointPaths, default_device, default_dtype, load_projector, load_tokenizer,
 )
@@ -152,6 +152,10 @@ class AsrPipeline:
         if self.config.canvas_init == "ctc":
             state.start = ctc_canvas(audio[None], self.backbone.lm_head, self.config.canvas_length,
                                      self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)[0]
+            if self.transcripts.tag_ids:
+                # Handed a transcript, the decoder reads the language from its (misspelt) text more than from
+                # the audio; the autoregressive head at the prompt's end reads it from the audio alone.
+                state.tag = next_token_among(self.backbone, state, list(self.transcripts.tag_ids))
         return state
 
     def steps_for(self, options: DecodeOptions) -> int:

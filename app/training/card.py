@@ -41,7 +41,8 @@ def model_card(info: dict, results_md: str = "") -> str:
     levels = "t ~ U(0,1)" if noise == 1.0 else f"t = u^{noise:g}, u ~ U(0,1),"
     seeded = ""
     if cfg.get("canvas_init") == "ctc":
-        seeded = ("Decoding starts from the greedy-CTC transcript of the compressed audio after a random tag slot "
+        seeded = ("Decoding starts from the greedy-CTC transcript of the compressed audio under the language tag "
+                  "that the autoregressive head predicts after the prompt, kept at every step "
                   "(`canvas_init` \"ctc\")")
         seeded += (f"; on {cfg['seed_prob']:.0%} of the diffusion rows, training corrupts that transcript (t = "
                    f"u^{cfg['seed_noise_exponent']:g}) instead of the clean canvas.\n" if cfg.get("seed_prob")

@@ -204,21 +204,44 @@ def test_ctc_prior_without_ctc_compression_is_refused(tiny_model_dir, tmp_path):
         load_pipeline(_with_asr_config(tiny_model_dir, tmp_path, canvas_prior="ctc"))
 
 
-def test_ctc_seed_is_the_first_steps_canvas_after_the_tag_slot(tiny_model_dir, tmp_path):
+def test_ctc_start_is_the_first_steps_canvas_under_the_prompts_tag(tiny_model_dir, tmp_path):
     import torch
 
+    from app.model.backbone import prompt_embeddings
     from app.model.compression import ctc_canvas
 
     pipeline, audio, state = _compressed_prefill(tiny_model_dir, tmp_path, 3, canvas_init="ctc")
     expected = ctc_canvas(audio, pipeline.backbone.lm_head, pipeline.config.canvas_length,
                           pipeline.tokenizer.pad_token_id, pipeline.tokenizer.eos_token_id)[0]
     assert torch.equal(state.start, expected)
-    unseeded = dataclasses.replace(state, start=None)
+    # The tag is the lm_head's choice among the language tags after the prompt, here from a fresh encoder pass.
+    tags = list(pipeline.transcripts.tag_ids)
+    embeds = prompt_embeddings(pipeline.backbone, pipeline.prompts.build(None, None), audio[0])
+    with torch.no_grad():
+        hidden = pipeline.backbone.model.encoder(inputs_embeds=embeds).last_hidden_state[0, -1]
+        assert state.tag == tags[int(pipeline.backbone.lm_head(hidden)[tags].argmax())]
+    unseeded = dataclasses.replace(state, start=None, tag=None)
     seen = _denoise_seeing(pipeline, "decoder_input_ids", [state, unseeded], steps=1)
     seeded_first, noise_first = seen[0][0], seen[1][0]
     assert torch.equal(seeded_first[1:], expected)
-    assert seeded_first[0] == noise_first[0]  # the tag slot keeps the row's own random draw
+    assert seeded_first[0] == state.tag
     assert not torch.equal(noise_first[1:], expected)
+
+
+def test_a_prefilled_tag_stays_in_slot_zero_and_names_the_language(tiny_model_dir, tmp_path):
+    import torch
+
+    from app.model.denoiser import DenoiseJob, denoise_all
+
+    pipeline, _, state = _compressed_prefill(tiny_model_dir, tmp_path, 4, canvas_init="ctc")
+    other = next(tag for tag in pipeline.transcripts.tag_ids if tag != state.tag)  # not the model's choice
+    pinned = dataclasses.replace(state, tag=other)
+    seen = _denoise_seeing(pipeline, "decoder_input_ids", [pinned], steps=3)
+    assert [int(canvas[0, 0]) for canvas in seen] == [other] * 3
+    result = denoise_all(pipeline.backbone, [DenoiseJob(pinned, 3, torch.Generator().manual_seed(0))],
+                         pipeline.params)[0]
+    assert result.tokens[0] == other
+    assert pipeline.transcripts.decode(result.tokens, None)[1] == pipeline.transcripts.tag_ids[other]
 
 
 @pytest.mark.parametrize("changes, named", [
