@@ -228,7 +228,8 @@ def test_a_batch_larger_than_the_training_set_is_refused_by_name(tmp_path: Path)
 def test_per_stage_learning_rate_anneals_the_ctc_stage_and_restarts_for_the_full_stage() -> None:
     from app.training.state import lr_factor
 
-    one_cycle = TrainConfig(max_minutes=10.0, ctc_only_until_minutes=4.0, warmup_steps=10, min_lr_ratio=0.05)
+    one_cycle = TrainConfig(max_minutes=10.0, ctc_only_until_minutes=4.0, warmup_steps=10, min_lr_ratio=0.05,
+                            lr_per_stage=False)
     per_stage = replace(one_cycle, lr_per_stage=True)
     # One cycle: halfway through the budget is halfway down the cosine, whatever the stage.
     assert lr_factor(one_cycle, 500, 300.0) == pytest.approx(0.525)
