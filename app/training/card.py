@@ -21,6 +21,13 @@ def train_feats_manifest(work: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def _where(info: dict) -> str:
+    """The device the run trained on, as the card states it (runs recorded before `device_name` were CPU runs)."""
+    device = info.get("device_name", "CPU")
+    precision = "fp32" if device == "CPU" else "fp32 with TF32 matmuls"
+    return f"{precision}, {device}, {info['machine']}"
+
+
 def model_card(info: dict, results_md: str = "") -> str:
     """The model card; `results_md` (the eval table and latency) is filled in by `diffusion-asr eval`."""
     p = info["params"]
@@ -77,7 +84,7 @@ on synthetic espeak-ng speech only.
 
 ## Training
 
-All parameters trained from random init (fp32, CPU, {info['machine']}, torch {info['torch']}) with three losses:
+All parameters trained from random init ({_where(info)}, torch {info['torch']}) with three losses:
 uniform-diffusion cross-entropy on the canvas (weight {info['config']['w_diffusion']}; corrupted fraction
 {levels} per row, all positions scored, <pad> positions weighted {info['config']['pad_weight']}; self-conditioning
 on {info['config']['self_cond_prob']:.0%} of rows with the first pass's logits divided by a temperature in

@@ -57,9 +57,13 @@ def espeak_binary() -> str:
 
 
 def espeak_version() -> str:
-    """espeak-ng's version line, recorded in manifests so datasets can be traced."""
+    """espeak-ng's version line, recorded in manifests so datasets can be traced.
+
+    The line ends with the data directory ("...: 1.51  Data at: /usr/lib/..."); that part is the machine's
+    layout, not the synthesiser's, so it is left out of what datasets and model cards record.
+    """
     out = subprocess.run([espeak_binary(), "--version"], capture_output=True, text=True, check=False)
-    return out.stdout.strip()
+    return out.stdout.strip().split("  Data at:")[0].strip()
 
 
 def run_espeak(text: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:

@@ -308,6 +308,7 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
                                                                            "voices", "espeak_version")},
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
     }
     (work / "train_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     out = Path(config.out)
