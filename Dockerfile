@@ -15,11 +15,11 @@ COPY models ./models
 RUN pip install --no-cache-dir --index-url "$TORCH_INDEX" "$TORCH_SPEC" \
  && pip install --no-cache-dir .
 
-# No trained default ships yet, so the image serves the random fallback (written into ASR_CACHE_DIR, with a
-# loud warning); mount a model and set ASR_MODEL for real use. Once models/default ships, set
-# ASR_MODEL=/srv/models/default here: the installed package cannot find the repository's models/ by itself.
+# The installed package cannot find the repository's models/ by itself, so the image names the shipped default;
+# mount a real model and set ASR_MODEL to serve it instead.
 RUN mkdir -p /var/cache/diffusion-asr && chown nobody /var/cache/diffusion-asr
 ENV ASR_HOST=0.0.0.0 \
+    ASR_MODEL=/srv/models/default \
     ASR_PORT=8000 \
     ASR_CACHE_DIR=/var/cache/diffusion-asr \
     HF_HUB_OFFLINE=1

@@ -32,7 +32,7 @@ class TrainConfig:
     """Every choice of a training run (recorded in the model card and the resumable state)."""
 
     work_dir: Path = Path("runs/default")
-    out: Path = Path("runs/default/model")  # copy into models/default once it passes the targets
+    out: Path = Path("runs/default/model")  # models/default holds the shipped one
     preset: str = "default"
     dims_override: dict = field(default_factory=lambda: dict(SHIPPED_DIMS))
     langs: tuple[str, ...] = SUPPORTED_LANGUAGES
