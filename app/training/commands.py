@@ -108,7 +108,7 @@ def register(subparsers) -> None:
                    help="steps between held-out greedy-CTC CER lines in the log (0: never)")
     p.add_argument("--threads", type=int)
     p.add_argument("--device", help="cpu (default) or cuda[:N]")
-    p.add_argument("--workers", type=int, help="processes for speech synthesis")
+    p.add_argument("--workers", type=int, help="processes for speech synthesis and feature extraction")
     p.add_argument("--resume", action="store_true", help="continue from WORK_DIR/state.pt when present")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)

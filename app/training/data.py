@@ -234,9 +234,18 @@ class ClipDataset:
 
     def __iter__(self) -> Iterator[Clip]:
         for k in range(len(self._files)):
-            shard = self._shard(k)
-            for j in range(len(shard["texts"])):
-                yield self._clip(shard, j)
+            yield from self.shard(k)
+
+    @property
+    def shard_starts(self) -> list[int]:
+        """Index of each shard's first clip (clips are numbered across shards in order)."""
+        return [int(start) for start in self._starts[:-1]]
+
+    def shard(self, k: int) -> Iterator[Clip]:
+        """The clips of shard `k`, in order."""
+        shard = self._shard(k)
+        for j in range(len(shard["texts"])):
+            yield self._clip(shard, j)
 
 
 def load_dataset(path: Path) -> ClipDataset:

@@ -14,6 +14,8 @@ Layout of a feature directory:
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,9 +74,15 @@ class FeatureSet:
 
 
 def extract_features(
-    dataset_dir: Path, out_dir: Path, extractor: WhisperFeatureExtractor, frames: int, progress: bool = True
+    dataset_dir: Path, out_dir: Path, extractor: WhisperFeatureExtractor, frames: int, progress: bool = True,
+    workers: int = 1,
 ) -> FeatureSet:
-    """Compute (or reuse, when complete and of the same shape) the features of one dataset split."""
+    """Compute (or reuse, when complete and of the same shape) the features of one dataset split.
+
+    With `workers` > 1 the dataset's shards are shared out among that many processes, each writing its rows of
+    the one memmap; the result is the same array (tested). On a many-core machine this is most of the data
+    preparation once synthesis runs in parallel.
+    """
     out_dir = Path(out_dir)
     ds = load_dataset(Path(dataset_dir))
     meta_path = out_dir / META
@@ -86,24 +94,59 @@ def extract_features(
     meta_path.unlink(missing_ok=True)
     n_mels = extractor.feature_size
     arr = np.lib.format.open_memmap(out_dir / FEATURES, mode="w+", dtype=np.float16, shape=(len(ds), n_mels, frames))
-    texts, langs, samples = [], [], []
-    iterator = iter(ds)
+    arr.flush()
+    del arr
+    tasks = [_ShardTask(Path(dataset_dir), k, start, out_dir / FEATURES, extractor, frames)
+             for k, start in enumerate(ds.shard_starts)]
+    results = _shard_results(tasks, workers)
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(iterator, total=len(ds), desc=f"features {Path(dataset_dir).name}", mininterval=5)
-    for i, clip in enumerate(iterator):
-        arr[i] = fast_log_mel(extractor, clip.audio, frames).numpy().astype(np.float16)
-        texts.append(clip.text)
-        langs.append(clip.lang)
-        samples.append(len(clip.audio))
-    arr.flush()
-    del arr
+        results = tqdm(results, total=len(tasks), desc=f"features {Path(dataset_dir).name} (shards)", mininterval=5)
+    texts, langs, samples = [], [], []
+    for shard_texts, shard_langs, shard_samples in results:
+        texts += shard_texts
+        langs += shard_langs
+        samples += shard_samples
     meta = {"count": len(texts), "frames": frames, "n_mels": n_mels, "texts": texts, "langs": langs,
             "num_samples": samples, "sample_rate": SAMPLE_RATE, "source": ds.manifest}
     # Written last: a directory without meta.json is an interrupted extraction.
     meta_path.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
     return load_features(out_dir)
+
+
+@dataclass(frozen=True)
+class _ShardTask:
+    dataset_dir: Path
+    shard: int
+    start: int  # the shard's first row in the memmap
+    features_path: Path
+    extractor: WhisperFeatureExtractor
+    frames: int
+
+
+def _extract_shard(task: _ShardTask) -> tuple[list[str], list[str], list[int]]:
+    """Write one shard's rows into the memmap; returns its texts, languages and clip lengths."""
+    torch.set_num_threads(1)  # small STFTs: one thread per process is fastest
+    arr = np.load(task.features_path, mmap_mode="r+")
+    texts, langs, samples = [], [], []
+    for j, clip in enumerate(load_dataset(task.dataset_dir).shard(task.shard)):
+        arr[task.start + j] = fast_log_mel(task.extractor, clip.audio, task.frames).numpy().astype(np.float16)
+        texts.append(clip.text)
+        langs.append(clip.lang)
+        samples.append(len(clip.audio))
+    arr.flush()
+    return texts, langs, samples
+
+
+def _shard_results(tasks: list[_ShardTask], workers: int) -> Iterator[tuple[list[str], list[str], list[int]]]:
+    """Shards in order, in-process for one worker, else in a process pool."""
+    if workers <= 1 or len(tasks) <= 1:
+        yield from map(_extract_shard, tasks)
+        return
+    # spawn, not fork, as for synthesis (app.training.data): the parent has torch loaded.
+    with mp.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+        yield from pool.imap(_extract_shard, tasks)
 
 
 def load_features(out_dir: Path) -> FeatureSet:

@@ -250,9 +250,9 @@ def prepare_data(config: TrainConfig, dims: ModelDims) -> tuple[FeatureSet, Feat
     torch.set_num_threads(1)  # small STFTs: one thread is faster than two
     try:
         train_feats = extract_features(data_dir / "train", Path(config.work_dir) / "features" / "train", extractor,
-                                       frames, config.progress)
+                                       frames, config.progress, config.data_workers)
         eval_feats = extract_features(data_dir / "eval", Path(config.work_dir) / "features" / "eval", extractor,
-                                      frames, config.progress)
+                                      frames, config.progress, config.data_workers)
     finally:
         torch.set_num_threads(threads)
     timings["features_s"] = round(time.monotonic() - t0, 1)

@@ -136,3 +136,24 @@ def test_generate_dataset_independent_of_worker_count(tmp_path: Path) -> None:
     two = _read(generate_dataset(tmp_path / "w2", langs, 2, seed=3, split="eval", workers=2, shard_size=4))
     assert [c.text for c in one] == [c.text for c in two]
     assert all(x.audio.tobytes() == y.audio.tobytes() for x, y in zip(one, two))
+
+
+@needs_espeak
+def test_features_are_the_same_for_any_worker_count(tmp_path: Path) -> None:
+    from transformers import WhisperFeatureExtractor
+
+    from app.training.features import extract_features, fast_log_mel
+
+    data = generate_dataset(tmp_path / "data", ["en", "de"], 3, seed=5, split="eval", workers=1, shard_size=2)
+    extractor, frames = WhisperFeatureExtractor(), 600  # 80 mels, 10 ms hops: a 6 s window
+    one = extract_features(data, tmp_path / "one", extractor, frames, progress=False, workers=1)
+    three = extract_features(data, tmp_path / "three", extractor, frames, progress=False, workers=3)
+    assert len(load_dataset(data).shard_starts) == 3 and len(three) == 6
+    assert np.array_equal(one.features, three.features)
+    assert (one.texts, one.langs) == (three.texts, three.langs)
+    assert np.array_equal(one.num_samples, three.num_samples)
+    # Row i holds clip i (each shard wrote its own rows, none was left empty).
+    clips = list(load_dataset(data))
+    for i, clip in enumerate(clips):
+        assert np.array_equal(three.features[i], fast_log_mel(extractor, clip.audio, frames).numpy().astype(np.float16))
+        assert three.texts[i] == clip.text
