@@ -54,6 +54,11 @@ def model_card(info: dict, results_md: str = "") -> str:
         seeded += (f"; on {cfg['seed_prob']:.0%} of the diffusion rows, training corrupts that transcript (t = "
                    f"u^{cfg['seed_noise_exponent']:g}) instead of the clean canvas.\n" if cfg.get("seed_prob")
                    else ".\n")
+    masks = ""
+    if cfg.get("freq_masks") or cfg.get("time_masks"):
+        masks = (f"SpecAugment-style masks on every training clip, redrawn each time it is drawn: {cfg['freq_masks']} "
+                 f"mel bands of up to {cfg['freq_mask_bins']} bins and {cfg['time_masks']} time spans of up to "
+                 f"{cfg['time_mask_frac']:.0%} of the clip, set to the clip's mean.\n")
     return f"""# default: a small diffusion ASR model (en, de, fr, es, hi, zh)
 
 The project's shipped demo model: the serving architecture (Whisper-style encoder -> projector ->
@@ -91,7 +96,7 @@ on {info['config']['self_cond_prob']:.0%} of rows with the first pass's logits d
 [0.4, 0.8]), autoregressive next-token loss through the backbone's causal encoder (weight {info['config']['w_ar']}),
 CTC on the projector output through the lm_head (weight {info['config']['w_ctc']}, blank = <pad>, targets = text
 tokens without the tag). Language hint in the prompt on {info['config']['hint_prob']:.0%} of batches.
-{seeded}{stage}
+{masks}{seeded}{stage}
 AdamW lr {info['config']['lr']}, warm-up {info['config']['warmup_steps']} steps, cosine decay{cycles}, batch
 {info['config']['batch_size']}, {info['steps']} steps ({info['examples_seen']:,} clips seen).
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from app.model.asr_config import SUPPORTED_LANGUAGES
 from app.model.presets import PRESETS, ModelDims
+from app.training.augment import MaskSpec
 
 # Changes to PRESETS["default"] for the shipped model, sized for the CPU budget (a training step costs ~0.08 s
 # per clip for the audio path alone and ~0.22 s with the backbone on this 2-core machine):
@@ -100,6 +101,14 @@ class TrainConfig:
     # self-conditioning temperatures stay the stock 0.4-0.8). Chosen on held-out sentences 200-229, which are
     # never scored: against the stock (0.1, 0.4, 0.8), 4-7 points less CER in every language (docs/training.md).
     sampler: dict = field(default_factory=lambda: {"entropy_bound": 1.0, "t_min": 0.1, "t_max": 0.3})
+    # SpecAugment-style masks on the training log-mels, redrawn each time a clip is drawn (app.training.augment):
+    # `freq_masks` bands of up to `freq_mask_bins` mel bins and `time_masks` spans of up to `time_mask_frac` of
+    # the clip, set to the clip's mean. Off (0 masks) in the recipe, whose CPU runs see each clip about 3 times;
+    # meant for runs that see each clip many times (the GPU run, 18 epochs, overfit: docs/training.md).
+    freq_masks: int = 0
+    freq_mask_bins: int = 15
+    time_masks: int = 0
+    time_mask_frac: float = 0.05
     conv_gain: float = 8.0  # extra init scale of the second Whisper convolution (see trainer.init_audio_path)
     conv_lr_scale: float = 0.1  # learning-rate multiplier of the Whisper convolutions (see state.make_optimizer)
     bucket_batches: int = 50  # batches of similar clip length, sorted within runs of this many (0: off)
@@ -112,6 +121,9 @@ class TrainConfig:
     device: str = "cpu"  # "cuda" trains on a GPU (same seed, same data and batches; not bit-identical)
     resume: bool = False
     progress: bool = True
+
+    def masks(self) -> MaskSpec:
+        return MaskSpec(self.freq_masks, self.freq_mask_bins, self.time_masks, self.time_mask_frac)
 
     def dims(self) -> ModelDims:
         return replace(PRESETS[self.preset], **self.dims_override)

@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast
 
@@ -30,6 +31,7 @@ from app.model.checkpoint import (
 from app.model.encoder import feature_extractor_for, window_frames
 from app.model.presets import ModelDims
 from app.training import losses
+from app.training.augment import mask_spectrogram
 from app.training.batches import (
     Batch,
     Example,
@@ -109,8 +111,11 @@ class Loop:
         cfg = self.config
         picked, hinted = next_batch(self.examples, self.sampler, cfg.batch_size, cfg.hint_prob, self.order,
                                     cfg.bucket_batches)
-        batch = collate(self.feats, picked, self.trainer.parts.tokenizer, self.trainer.dims.canvas_length,
-                        hinted).to(self.trainer.device)
+        batch = collate(self.feats, picked, self.trainer.parts.tokenizer, self.trainer.dims.canvas_length, hinted)
+        if cfg.masks().active:  # drawn only when on, so runs without masks keep their random stream
+            frames = torch.from_numpy(self.feats.audio_frames(np.array([e.index for e in picked])))
+            batch.features = mask_spectrogram(batch.features, frames, cfg.masks(), self.generator)
+        batch = batch.to(self.trainer.device)
         full_stage = self.run.elapsed_s >= cfg.ctc_only_until_minutes * 60.0
         if full_stage and self.run.full_stage_step is None:
             self.run.full_stage_step = self.run.step

@@ -26,7 +26,7 @@ def test_train_command_writes_a_checkpoint_the_pipeline_serves(tmp_path: Path) -
         "train", "--work-dir", str(work), "--out", str(out), "--train-per-lang", "2", "--eval-per-lang", "1",
         "--batch-size", "4", "--max-steps", "3", "--ctc-only-until-minutes", "0", "--threads", "1",
         "--workers", "1", "--probe-every", "0", "--no-progress",
-        "--dim", "encoder_layers=1", "--dim", "layers=1",
+        "--dim", "encoder_layers=1", "--dim", "layers=1", "--freq-masks", "2", "--time-masks", "1",
     ])
     assert code == 0
     info = json.loads((out / "adapter" / "train_info.json").read_text(encoding="utf-8"))
@@ -37,6 +37,7 @@ def test_train_command_writes_a_checkpoint_the_pipeline_serves(tmp_path: Path) -
     assert asr_config["canvas_init"] == info["config"]["canvas_init"] == "ctc"
     card = (out / "adapter" / "MODEL_CARD.md").read_text()
     assert "Decoding starts from the greedy-CTC transcript" in card
+    assert info["config"]["freq_masks"] == 2 and "2 mel bands of up to 15 bins and 1 time spans" in card
     # The card names where the run trained and which espeak-ng made its speech, but no path of this machine.
     assert info["device_name"] == "CPU" and "(fp32, CPU, " in card
     assert info["data_manifest"]["espeak_version"].startswith("eSpeak NG") and "Data at" not in card
