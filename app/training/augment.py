@@ -30,11 +30,11 @@ class MaskSpec:
 def _spans(lengths: torch.Tensor, widest: torch.Tensor, count: int, size: int,
            generator: torch.Generator) -> torch.Tensor:
     """`[B, size]` mask of `count` random spans per row, each 0..widest[b] long, inside 0..lengths[b]."""
-    rows = lengths.shape[0]
-    widths = (torch.rand(rows, count, generator=generator) * (widest[:, None] + 1)).long()
-    widths = torch.minimum(widths, lengths[:, None])
-    starts = (torch.rand(rows, count, generator=generator) * (lengths[:, None] - widths + 1)).long()
-    index = torch.arange(size)[None, None, :]
+    rows, device = lengths.shape[0], lengths.device
+    draws = torch.rand(2, rows, count, generator=generator).to(device)
+    widths = torch.minimum((draws[0] * (widest[:, None] + 1)).long(), lengths[:, None])
+    starts = (draws[1] * (lengths[:, None] - widths + 1)).long()
+    index = torch.arange(size, device=device)[None, None, :]
     inside = (index >= starts[..., None]) & (index < (starts + widths)[..., None])
     return inside.any(dim=1)
 
@@ -46,18 +46,19 @@ def mask_spectrogram(features: torch.Tensor, frames: torch.Tensor, spec: MaskSpe
     `frames` `[B]` counts each clip's real (not padding) frames; masks stay inside them, so the padding, which
     the encoder also sees at inference, is left as it is. The mean rather than zero because Whisper's
     scaling leaves the features of a clip centred near its own mean, not near 0. All draws come from the
-    (CPU) `generator`: the same masks for a seed on any device.
+    (CPU) `generator`, so a seed gives the same masks on any device; the masks are built where `features` are.
     """
     if not spec.active:
         return features
     batch, n_mels, total = features.shape
-    frames = frames.long().clamp(0, total)
-    real = torch.arange(total)[None, :] < frames[:, None]  # [B, T]
+    device = features.device
+    frames = frames.to(device).long().clamp(0, total)
+    real = torch.arange(total, device=device)[None, :] < frames[:, None]  # [B, T]
     fill = (features * real[:, None, :]).sum(dim=(1, 2)) / (frames.clamp(min=1) * n_mels)
-    masked = torch.zeros(batch, n_mels, total, dtype=torch.bool)
+    masked = torch.zeros(batch, n_mels, total, dtype=torch.bool, device=device)
     if spec.freq_masks:
-        bands = _spans(torch.full((batch,), n_mels), torch.full((batch,), spec.freq_mask_bins), spec.freq_masks,
-                       n_mels, generator)
+        bands = _spans(torch.full((batch,), n_mels, device=device),
+                       torch.full((batch,), spec.freq_mask_bins, device=device), spec.freq_masks, n_mels, generator)
         masked |= bands[:, :, None] & real[:, None, :]
     if spec.time_masks:
         widest = (frames.double() * spec.time_mask_frac).long()
