@@ -21,7 +21,7 @@ from app.model.backbone import Prefill, PromptBuilder, load_lora, next_token_amo
 from app.model.checkpoint import (
     CheckpointError, CheckpointPaths, default_device, default_dtype, load_projector, load_tokenizer,
 )
-from app.model.compression import ctc_canvas, ctc_canvas_prior, prompt_audio
+from app.model.compression import ctc_canvas_prior, prompt_audio
 from app.model.denoiser import DenoiseJob, SamplingParams, denoise_all
 from app.model.sampling import TokenSampler
 from app.model.transcript import (
@@ -146,12 +146,14 @@ class AsrPipeline:
         """Backbone encoder KV cache for one window's prompt with its audio embeddings `[slots, hidden]`."""
         built = self.prompts.build(language, prompt)
         state = prefill(self.backbone, prompt_embeddings(self.backbone, built, audio), built.canvas_start)
-        if self.config.canvas_prior == "ctc":
-            state.prior = ctc_canvas_prior(audio[None], self.backbone.lm_head, self.config.canvas_length,
-                                           self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)[0]
-        if self.config.canvas_init == "ctc":
-            state.start = ctc_canvas(audio[None], self.backbone.lm_head, self.config.canvas_length,
+        if "ctc" in (self.config.canvas_prior, self.config.canvas_init):
+            # One lm_head pass serves both: the CTC canvas is the prior's argmax (`ctc_canvas`).
+            prior = ctc_canvas_prior(audio[None], self.backbone.lm_head, self.config.canvas_length,
                                      self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)[0]
+        if self.config.canvas_prior == "ctc":
+            state.prior = prior
+        if self.config.canvas_init == "ctc":
+            state.start = prior[1:].argmax(dim=-1)
             if self.transcripts.tag_ids:
                 # Handed a transcript, the decoder reads the language from its (misspelt) text more than from
                 # the audio; the autoregressive head at the prompt's end reads it from the audio alone.

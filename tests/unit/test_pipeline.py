@@ -228,6 +228,25 @@ def test_ctc_start_is_the_first_steps_canvas_under_the_prompts_tag(tiny_model_di
     assert not torch.equal(noise_first[1:], expected)
 
 
+def test_prior_and_ctc_start_come_from_one_lm_head_pass(tiny_model_dir, tmp_path):
+    import torch
+
+    from app.model.compression import ctc_canvas, ctc_canvas_prior
+
+    pipeline, audio, _ = _compressed_prefill(tiny_model_dir, tmp_path, 5, canvas_prior="ctc", canvas_init="ctc")
+    calls = []
+    hook = pipeline.backbone.lm_head.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
+    try:
+        state = pipeline.prefill(audio[0], None, None)
+    finally:
+        hook.remove()
+    args = (audio, pipeline.backbone.lm_head, pipeline.config.canvas_length, pipeline.tokenizer.pad_token_id,
+            pipeline.tokenizer.eos_token_id)
+    torch.testing.assert_close(state.prior, ctc_canvas_prior(*args)[0])
+    assert torch.equal(state.start, ctc_canvas(*args)[0])
+    assert len(calls) == 2  # the audio slots once, and the prompt's last position for the tag
+
+
 def test_a_prefilled_tag_stays_in_slot_zero_and_names_the_language(tiny_model_dir, tmp_path):
     import torch
 
