@@ -164,6 +164,31 @@ def build_model(dims: ModelDims, tokenizer: PreTrainedTokenizerFast) -> ModelPar
     )
 
 
+def load_parts(model: Path, dims: ModelDims) -> ModelParts:
+    """A saved checkpoint as trainable parts in fp32 on the CPU: the start of a run that continues from it.
+
+    Refused by name when its shape is not `dims`' (the run's batches, prompts and canvas follow `dims`).
+    """
+    paths = CheckpointPaths.from_model_dir(Path(model))
+    paths.validate()
+    whisper = WhisperModel.from_pretrained(str(paths.encoder), local_files_only=True, dtype=torch.float32)
+    backbone = DiffusionGemmaForBlockDiffusion.from_pretrained(str(paths.backbone), local_files_only=True,
+                                                               dtype=torch.float32)
+    config = AsrConfig.load(paths.adapter / "asr_config.json")
+    found = {"encoder_layers": whisper.config.encoder_layers, "encoder_width": whisper.config.d_model,
+             "encoder_positions": whisper.config.max_source_positions, "audio_slots": config.audio_slots,
+             "canvas_length": config.canvas_length, "hidden": backbone.config.get_text_config().hidden_size}
+    wanted = {key: getattr(dims, key) for key in found}
+    if found != wanted:
+        differ = ", ".join(f"{key} {found[key]} (run: {wanted[key]})" for key in found if found[key] != wanted[key])
+        raise ValueError(f"--init-from {model}: the checkpoint's shape differs from the run's: {differ}")
+    backbone.config.canvas_length = config.canvas_length
+    # peft's own loader puts the saved LoRA weights back into trainable wrappers of the same layers.
+    lora = PeftModel.from_pretrained(backbone, str(paths.adapter / "lora"), is_trainable=True, local_files_only=True)
+    projector = load_projector(paths.adapter, torch.device("cpu"), torch.float32).requires_grad_(True)
+    return ModelParts(whisper=whisper, projector=projector, backbone=lora, tokenizer=load_tokenizer(paths.backbone))
+
+
 def asr_config_for(
     dims: ModelDims,
     audio_compression: str | None = None,

@@ -28,6 +28,14 @@ def _where(info: dict) -> str:
     return f"{precision}, {device}, {info['machine']}"
 
 
+def _what_learned(cfg: dict) -> str:
+    """Which weights the run trained, and from where."""
+    start = f"from the weights of `{cfg['init_from']}`" if cfg.get("init_from") else "from random init"
+    if cfg.get("train_only") == "adapter":
+        return f"The projector and the LoRA weights trained {start}, the encoder and the backbone frozen"
+    return f"All parameters trained {start}"
+
+
 def model_card(info: dict, results_md: str = "") -> str:
     """The model card; `results_md` (the eval table and latency) is filled in by `diffusion-asr eval`."""
     p = info["params"]
@@ -89,7 +97,7 @@ on synthetic espeak-ng speech only.
 
 ## Training
 
-All parameters trained from random init ({_where(info)}, torch {info['torch']}) with three losses:
+{_what_learned(cfg)} ({_where(info)}, torch {info['torch']}) with three losses:
 uniform-diffusion cross-entropy on the canvas (weight {info['config']['w_diffusion']}; corrupted fraction
 {levels} per row, all positions scored, <pad> positions weighted {info['config']['pad_weight']}; self-conditioning
 on {info['config']['self_cond_prob']:.0%} of rows with the first pass's logits divided by a temperature in

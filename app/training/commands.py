@@ -31,7 +31,7 @@ _TRAIN_FIELDS = (
     "max_steps", "checkpoint_minutes", "ctc_only_until_minutes", "w_ctc", "w_ar", "conv_lr_scale", "conv_gain",
     "warmup_steps", "probe_every", "threads", "noise_exponent", "freeze_audio", "canvas_positions",
     "prior_prob", "word_initial", "lr_per_stage", "device", "canvas_init", "seed_prob", "seed_noise_exponent",
-    "freq_masks", "freq_mask_bins", "time_masks", "time_mask_frac",
+    "freq_masks", "freq_mask_bins", "time_masks", "time_mask_frac", "init_from", "train_only",
 )
 
 
@@ -103,6 +103,10 @@ def register(subparsers) -> None:
                    help="further corruption of those rows: t = u ** this (above 1: lightly corrupted)")
     p.add_argument("--lr-per-stage", action=argparse.BooleanOptionalAction, default=None,
                    help="give the CTC stage and the full stage each their own warm-up and cosine decay")
+    p.add_argument("--init-from", type=Path, metavar="MODEL_DIR",
+                   help="start from this checkpoint's weights and tokenizer (e.g. models/default) instead of random")
+    p.add_argument("--train-only", choices=("all", "adapter"),
+                   help="adapter: train the projector and the LoRA weights only, encoder and backbone frozen")
     p.add_argument("--freq-masks", type=int, help="mel bands masked per training clip, redrawn each epoch")
     p.add_argument("--freq-mask-bins", type=int, help="widest masked band, in mel bins")
     p.add_argument("--time-masks", type=int, help="time spans masked per training clip, redrawn each epoch")

@@ -116,6 +116,12 @@ class TrainConfig:
     # With `characters`: a space joins the next character, so a word boundary the CTC head gets wrong costs one
     # wrong token, not a shift of the compressed audio against the canvas (see build_tokenizer).
     word_initial: bool = True
+    # Start from a saved checkpoint's weights and tokenizer instead of random init (its shape must be the run's).
+    init_from: Path | None = None
+    # What learns: "all" parameters, or "adapter": the projector and the backbone's LoRA only, with the Whisper
+    # encoder and the backbone's own weights (the tied lm_head too) frozen, as the real adapter was trained on a
+    # frozen encoder and DiffusionGemma (DESIGN.md section 1). With "adapter" the audio path is never frozen.
+    train_only: str = "all"
     probe_every: int = 200  # steps between held-out greedy-CTC CER probes in the log (0: never)
     threads: int = 2
     device: str = "cpu"  # "cuda" trains on a GPU (same seed, same data and batches; not bit-identical)

@@ -84,6 +84,14 @@ class AsrTrainer:
         """The Whisper encoder's and the projector's parameters (the audio path)."""
         return [*self.parts.whisper.parameters(), *self.parts.projector.parameters()]
 
+    def train_only_adapter(self) -> None:
+        """Let only the projector and the LoRA weights learn (`TrainConfig.train_only` "adapter")."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        for name, p in self.parts.backbone.named_parameters():
+            p.requires_grad_("lora_" in name)  # peft names every adapter weight lora_A / lora_B
+        self.parts.projector.requires_grad_(True)
+
     def freeze_audio(self) -> None:
         """Stop training the audio path (`TrainConfig.freeze_audio`); the optimizer skips grad-less parameters."""
         for p in self.audio_parameters():

@@ -26,6 +26,7 @@ from transformers import PreTrainedTokenizerFast
 from app.model.checkpoint import (
     ModelParts,
     build_model,
+    load_parts,
     save_checkpoint,
 )
 from app.model.encoder import feature_extractor_for, window_frames
@@ -66,8 +67,12 @@ class Loop:
         if len(examples) < config.batch_size:  # a batch is drawn without repeats
             raise ValueError(f"--batch-size {config.batch_size} is more than the {len(examples)} usable training "
                              f"clips (--train-per-lang {config.train_per_lang}); lower it or raise --train-per-lang")
+        if config.train_only not in ("all", "adapter"):
+            raise ValueError(f"--train-only must be 'all' or 'adapter', got {config.train_only!r}")
         self.config = config
         self.trainer = AsrTrainer(parts, dims, config)
+        if config.train_only == "adapter":
+            self.trainer.train_only_adapter()
         self.feats = feats
         self.examples = examples
         self.optimizer = make_optimizer(self.trainer, config)
@@ -126,7 +131,7 @@ class Loop:
         if not full_stage:
             out = self.trainer.ctc_only(batch)
         else:
-            if cfg.freeze_audio and cfg.ctc_only_until_minutes > 0:
+            if cfg.freeze_audio and cfg.ctc_only_until_minutes > 0 and cfg.train_only == "all":
                 self.trainer.freeze_audio()  # idempotent; also right after a resume into the full stage
             out = self.trainer.losses(batch, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
@@ -275,7 +280,11 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
     train_feats, eval_feats, timings = prepare_data(config, dims)
 
     tok_dir = work / "tokenizer"
-    if (tok_dir / "tokenizer.json").is_file():
+    parts = load_parts(config.init_from, dims) if config.init_from else None
+    if parts is not None:
+        tokenizer = parts.tokenizer  # the checkpoint's ids are what its weights mean
+        tokenizer.save_pretrained(str(tok_dir))
+    elif (tok_dir / "tokenizer.json").is_file():
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tok_dir))
     else:
         tokenizer = train_tokenizer(
@@ -286,8 +295,9 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
     log.info("examples %d (dropped %s)", len(examples), dropped)
 
     torch.manual_seed(config.seed)
-    parts = build_model(dims, tokenizer)
-    init_audio_path(parts, config.conv_gain)  # on the CPU, so a seed gives the same weights on any device
+    if parts is None:
+        parts = build_model(dims, tokenizer)
+        init_audio_path(parts, config.conv_gain)  # on the CPU, so a seed gives the same weights on any device
     move_parts(parts, device)
     loop = Loop(config, parts, dims, train_feats, examples)
     loop.probe = probe_batch(eval_feats, tokenizer, dims).to(device)

@@ -49,3 +49,29 @@ def test_train_command_writes_a_checkpoint_the_pipeline_serves(tmp_path: Path) -
     audio = np.random.default_rng(0).standard_normal(16_000).astype(np.float32) * 0.1
     result = pipeline.transcribe(audio)
     assert isinstance(result.text, str)
+
+
+def test_a_run_continues_from_a_checkpoint_training_only_the_adapter(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from app.model.checkpoint import load_parts
+    from app.training.config import SHIPPED_DIMS, TrainConfig
+
+    tiny = ["--train-per-lang", "2", "--eval-per-lang", "1", "--batch-size", "4", "--ctc-only-until-minutes", "0",
+            "--threads", "1", "--workers", "1", "--probe-every", "0", "--no-progress",
+            "--dim", "encoder_layers=1", "--dim", "layers=1"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["train", "--work-dir", str(tmp_path / "w1"), "--out", str(first), "--max-steps", "1", *tiny]) == 0
+    assert main(["train", "--work-dir", str(tmp_path / "w2"), "--out", str(second), "--max-steps", "2",
+                 "--init-from", str(first), "--train-only", "adapter", *tiny]) == 0
+
+    def same(path: str) -> bool:
+        a, b = load_file(str(first / path)), load_file(str(second / path))
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same("encoder/model.safetensors") and same("backbone/model.safetensors")
+    assert not same("adapter/projector.safetensors") and not same("adapter/lora/adapter_model.safetensors")
+    card = (second / "adapter" / "MODEL_CARD.md").read_text()
+    assert f"The projector and the LoRA weights trained from the weights of `{first}`" in card
+    with pytest.raises(ValueError, match="encoder_layers 1 \\(run: 2\\)"):
+        load_parts(first, TrainConfig(dims_override={**SHIPPED_DIMS, "encoder_layers": 2, "layers": 1}).dims())

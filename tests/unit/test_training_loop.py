@@ -264,3 +264,18 @@ def test_training_device_is_refused_by_name_when_absent(monkeypatch: pytest.Monk
         training_device("cuda")
     with pytest.raises(ValueError, match=r"--device meta: training runs on 'cpu' or 'cuda"):
         training_device("meta")
+
+
+def test_adapter_only_training_moves_the_projector_and_lora_and_nothing_else(tmp_path: Path) -> None:
+    loop = _loop(tmp_path, train_only="adapter")
+    parts = loop.trainer.parts
+    before = {name: p.detach().clone() for module in (parts.whisper, parts.projector, parts.backbone)
+              for name, p in module.named_parameters(prefix=type(module).__name__)}
+    for _ in range(3):
+        loop.step()
+    after = {name: p.detach() for module in (parts.whisper, parts.projector, parts.backbone)
+             for name, p in module.named_parameters(prefix=type(module).__name__)}
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    learnable = {name for name in before if name.startswith("Projector") or "lora_" in name}
+    assert moved and moved <= learnable
+    assert any(name.startswith("Projector") for name in moved) and any("lora_" in name for name in moved)
