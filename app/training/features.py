@@ -127,7 +127,6 @@ class _ShardTask:
 
 def _extract_shard(task: _ShardTask) -> tuple[list[str], list[str], list[int]]:
     """Write one shard's rows into the memmap; returns its texts, languages and clip lengths."""
-    torch.set_num_threads(1)  # small STFTs: one thread per process is fastest
     arr = np.load(task.features_path, mmap_mode="r+")
     texts, langs, samples = [], [], []
     for j, clip in enumerate(load_dataset(task.dataset_dir).shard(task.shard)):
@@ -144,8 +143,9 @@ def _shard_results(tasks: list[_ShardTask], workers: int) -> Iterator[tuple[list
     if workers <= 1 or len(tasks) <= 1:
         yield from map(_extract_shard, tasks)
         return
-    # spawn, not fork, as for synthesis (app.training.data): the parent has torch loaded.
-    with mp.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+    # spawn, not fork, as for synthesis (app.training.data): the parent has torch loaded. Small STFTs: one thread
+    # per worker is fastest (the in-process path runs at the caller's setting, one in `prepare_data`).
+    with mp.get_context("spawn").Pool(min(workers, len(tasks)), torch.set_num_threads, (1,)) as pool:
         yield from pool.imap(_extract_shard, tasks)
 
 
