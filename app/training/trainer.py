@@ -118,9 +118,10 @@ class Loop:
                                     cfg.bucket_batches)
         batch = collate(self.feats, picked, self.trainer.parts.tokenizer, self.trainer.dims.canvas_length,
                         hinted).to(self.trainer.device)
-        if cfg.masks().active:  # drawn only when on, so runs without masks keep their random stream
+        masks = cfg.masks()
+        if masks.active:  # drawn only when on, so runs without masks keep their random stream
             frames = torch.from_numpy(self.feats.audio_frames(np.array([e.index for e in picked])))
-            batch.features = mask_spectrogram(batch.features, frames, cfg.masks(), self.generator)
+            batch.features = mask_spectrogram(batch.features, frames, masks, self.generator)
         full_stage = self.run.elapsed_s >= cfg.ctc_only_until_minutes * 60.0
         if full_stage and self.run.full_stage_step is None:
             self.run.full_stage_step = self.run.step
