@@ -1,0 +1,152 @@
+"""CTC prefix beam search constrained by a word list with unigram probabilities.
+
+The small default model's CTC head hears words well but spells them poorly ("wenevgeuo" for "whenever"): its
+best path is a string of confident, wrong characters. Searching the per-frame distributions for the token
+sequence that both the audio and a word list find likely turns most of those into the words they were, the way
+wav2vec2 checkpoints "with LM" are decoded (a word list and an n-gram model over CTC; here a unigram model,
+since nothing about word order is known to a speech model trained on random word sequences).
+
+Tokens are characters (`build_tokenizer(characters=True, word_initial=True)`): a token whose text starts with a
+space begins a new word. Words outside the list stay possible at a fixed penalty, so names and rare words are
+not forced into the nearest listed word when the audio is clear about them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+NEG_INF = -math.inf
+
+
+@dataclass(frozen=True)
+class LexiconParams:
+    """Search width and how much the word list weighs against the audio (log domain, natural log)."""
+
+    beam_width: int = 32
+    # Per frame, only tokens within `token_prune` of the frame's best and among its `token_top_k` best extend.
+    token_prune: float = 16.0
+    token_top_k: int = 12
+    lm_weight: float = 0.7  # times log P(word) for a listed word
+    word_bonus: float = 4.0  # per listed word, against the LM's pull toward fewer, longer words
+    oov_penalty: float = -40.0  # per word outside the list (and for a partial word no listed word begins with)
+
+
+class Lexicon:
+    """Words with unigram log-probabilities, and every prefix of them for partial words."""
+
+    def __init__(self, counts: dict[str, float]) -> None:
+        total = sum(counts.values())
+        if not counts or total <= 0:
+            raise ValueError("a lexicon needs at least one word with a positive count")
+        self.log_prob = {word: math.log(count / total) for word, count in counts.items() if count > 0}
+        self.prefixes = frozenset(word[:k] for word in self.log_prob for k in range(1, len(word) + 1))
+        # The script of the language: no word, listed or not, is spelt with a character outside it.
+        self.alphabet = frozenset("".join(self.log_prob))
+
+    def __len__(self) -> int:
+        return len(self.log_prob)
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a == NEG_INF:
+        return b
+    if b == NEG_INF:
+        return a
+    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
+
+
+class LexiconBeamSearch:
+    """Decodes one window's CTC log-probabilities `[frames, V]` into token ids, word list in hand."""
+
+    def __init__(self, token_texts: list[str], blank: int, text_ids: np.ndarray, params: LexiconParams) -> None:
+        self.texts = token_texts
+        self.blank = blank
+        self.params = params
+        # Ids that may be emitted: the tokenizer's text tokens (no specials, no language tags).
+        self.text_ids = np.asarray(text_ids, dtype=np.int64)
+        self._allowed: dict[Lexicon, np.ndarray] = {}
+
+    def decode(self, logprobs: np.ndarray, lexicon: Lexicon) -> list[int]:
+        """The best token sequence under acoustic score + word-list score (highest total at the last frame)."""
+        p = self.params
+        # Hypotheses are interned: id -> (parent id, last token, score of finished words, current word).
+        parent, token, finished, word = [-1], [-1], [0.0], [""]
+        children: dict[tuple[int, int], int] = {}
+        beams: dict[int, list[float]] = {0: [0.0, NEG_INF]}  # id -> [log P(ends in blank), log P(ends in token)]
+
+        def child(h: int, c: int) -> int:
+            key = (h, c)
+            if key not in children:
+                text = self.texts[c]
+                if text.startswith(" ") or h == 0:
+                    done = finished[h] + (self._word_score(word[h], lexicon) if word[h] else 0.0)
+                    current = text.strip()
+                else:
+                    done, current = finished[h], word[h] + text
+                children[key] = len(parent)
+                parent.append(h), token.append(c), finished.append(done), word.append(current)
+            return children[key]
+
+        def partial(h: int) -> float:
+            return finished[h] + (0.0 if not word[h] or word[h] in lexicon.prefixes else p.oov_penalty)
+
+        masked = np.where(self._allowed_ids(lexicon, logprobs.shape[1]), logprobs, NEG_INF)
+        for t in range(logprobs.shape[0]):
+            row = logprobs[t]
+            blank_lp = float(row[self.blank])
+            candidates = self._candidates(masked[t])
+            extended: dict[int, list[float]] = {}
+
+            def add(h: int, b: float, nb: float) -> None:
+                slot = extended.setdefault(h, [NEG_INF, NEG_INF])
+                slot[0], slot[1] = _logaddexp(slot[0], b), _logaddexp(slot[1], nb)
+
+            for h, (pb, pnb) in beams.items():
+                total = _logaddexp(pb, pnb)
+                add(h, total + blank_lp, NEG_INF)
+                last = token[h]
+                if last >= 0:
+                    add(h, NEG_INF, pnb + float(row[last]))  # the last token held: same hypothesis
+                for c, lp in candidates:
+                    # A repeat of the last token is a new token only after a blank.
+                    add(child(h, c), NEG_INF, (pb if c == last else total) + lp)
+            ranked = sorted(extended.items(), key=lambda kv: -(_logaddexp(*kv[1]) + partial(kv[0])))
+            beams = dict(ranked[: p.beam_width])
+
+        def final(h: int) -> float:
+            score = _logaddexp(*beams[h]) + finished[h]
+            return score + (self._word_score(word[h], lexicon) if word[h] else 0.0)
+
+        best = max(beams, key=final)
+        ids = []
+        while best > 0:
+            ids.append(token[best])
+            best = parent[best]
+        return ids[::-1]
+
+    def _allowed_ids(self, lexicon: Lexicon, width: int) -> np.ndarray:
+        """Blank and the text tokens spelt in the lexicon's alphabet, over the lm_head's `width` ids (which may
+        exceed the tokenizer's: ids past it are never emitted). The blank is ranked with the rest, so a frame
+        that is surely blank extends nothing."""
+        if lexicon not in self._allowed:
+            allowed = np.zeros(max(width, len(self.texts)), dtype=bool)
+            ids = [i for i in self.text_ids if self.texts[i].strip() and set(self.texts[i].strip()) <= lexicon.alphabet]
+            allowed[ids] = True
+            allowed[self.blank] = True
+            self._allowed[lexicon] = allowed
+        return self._allowed[lexicon][:width]
+
+    def _candidates(self, row: np.ndarray) -> list[tuple[int, float]]:
+        k = min(self.params.token_top_k, row.shape[0] - 1)
+        top = np.argpartition(-row, k)[:k]
+        floor = float(row[top].max()) - self.params.token_prune
+        return [(int(c), float(row[c])) for c in top if row[c] > floor and c != self.blank]
+
+    def _word_score(self, word: str, lexicon: Lexicon) -> float:
+        log_prob = lexicon.log_prob.get(word)
+        if log_prob is None:
+            return self.params.oov_penalty
+        return self.params.lm_weight * log_prob + self.params.word_bonus
