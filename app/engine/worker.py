@@ -25,7 +25,7 @@ from app.engine.errors import (
 from app.engine.jobs import Job
 from app.engine.observer import EngineObserver, NullObserver
 from app.model.denoiser import DenoiseBatch, DenoiseJob
-from app.model.pipeline import AsrPipeline, DecodeOptions, window_generator
+from app.model.pipeline import AsrPipeline, DecodeOptions, EncodedWindow, window_generator
 from app.model.transcript import Segment, Timing, Transcription, silent_segment
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,8 @@ class EngineWorker:
         """
         import numpy as np
 
-        embeddings = self.pipeline.encode([np.zeros(16_000, dtype=np.float32)])
-        prefill = self.pipeline.prefill(embeddings[0], None, None)
+        encoded = self.pipeline.encode([np.zeros(16_000, dtype=np.float32)])
+        prefill = self.pipeline.prefill(encoded[0], None, None)
         batch = DenoiseBatch(self.pipeline.backbone, self.pipeline.params, self.pipeline.sampler)
         batch.add("warm-up", DenoiseJob(prefill, 2, window_generator(0, 0, self.pipeline.device)))
         while len(batch):
@@ -206,25 +206,25 @@ class EngineWorker:
             return
         try:
             started = time.perf_counter()
-            embeddings = self.pipeline.encode([job.audio.windows[w].samples for job, w in speech])
+            encoded = self.pipeline.encode([job.audio.windows[w].samples for job, w in speech])
             seconds = time.perf_counter() - started
             self.observer.encoded(len(speech), seconds)
         except Exception as error:  # noqa: BLE001 - any model failure must only fail these jobs
             self._batch_failed({job for job, _ in speech}, error)
             return
-        for (job, w), audio in zip(speech, embeddings):
+        for (job, w), window in zip(speech, encoded):
             if job.cancelled:
                 continue
             try:
-                self._add_row(job, w, audio, seconds * 1000.0 / len(speech))
+                self._add_row(job, w, window, seconds * 1000.0 / len(speech))
             except Exception as error:  # noqa: BLE001
                 self._batch_failed({job}, error)
 
-    def _add_row(self, job: Job, w: int, audio: torch.Tensor, encoder_ms: float) -> None:
+    def _add_row(self, job: Job, w: int, window: EncodedWindow, encoder_ms: float) -> None:
         started = time.perf_counter()
         if self.settings.fault_injection_prompt and job.options.prompt == self.settings.fault_injection_prompt:
             raise InjectedFault(f"injected failure for job {job.id}")
-        prefill = self.pipeline.prefill(audio, job.options.language, job.options.prompt)
+        prefill = self.pipeline.prefill(window, job.options.language, job.options.prompt)
         prefill_ms = (time.perf_counter() - started) * 1000.0
         on_step = None
         if job.on_draft is not None:

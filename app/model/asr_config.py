@@ -21,6 +21,7 @@ AUDIO_COMPRESSIONS: tuple[str | None, ...] = (None, "ctc")
 CANVAS_POSITIONS: tuple[str, ...] = ("after_prompt", "on_audio")
 CANVAS_PRIORS: tuple[str | None, ...] = (None, "ctc")
 CANVAS_INITS: tuple[str, ...] = ("noise", "ctc")
+CTC_DECODINGS: tuple[str, ...] = ("greedy", "lexicon")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,14 @@ class AsrConfig:
     # autoregressive head predicts after the prompt (kept at every step), for the decoder to keep or correct, as
     # Mask-CTC (Higuchi et al., 2020) refines a CTC hypothesis. Needs audio_compression "ctc".
     canvas_init: str = "noise"
+    # How that CTC start canvas is read: "greedy", the best path; "lexicon", a beam search that weighs the
+    # adapter's word list of the tagged language (`lexicon/<lang>.tsv`, word and frequency) against the audio
+    # (`app.model.ctc_lexicon`). A language without a list is read greedily. Needs canvas_init "ctc".
+    ctc_decoding: str = "greedy"
+    lexicon_beam_width: int = 32
+    lexicon_lm_weight: float = 0.7  # times the natural log of a listed word's unigram probability
+    lexicon_word_bonus: float = 4.0  # per listed word
+    lexicon_oov_penalty: float = -40.0  # per word the list does not have
     # Entropy-bound sampler and schedule (the stock DiffusionGemma defaults).
     entropy_bound: float = 0.1
     t_min: float = 0.4
@@ -62,13 +71,15 @@ class AsrConfig:
 
     def __post_init__(self) -> None:
         choices = {"audio_compression": AUDIO_COMPRESSIONS, "canvas_positions": CANVAS_POSITIONS,
-                   "canvas_prior": CANVAS_PRIORS, "canvas_init": CANVAS_INITS}
+                   "canvas_prior": CANVAS_PRIORS, "canvas_init": CANVAS_INITS, "ctc_decoding": CTC_DECODINGS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("canvas_prior", "canvas_init"):
             if getattr(self, name) == "ctc" and self.audio_compression != "ctc":
                 raise ValueError(f"{name} 'ctc' reads CTC-compressed audio: it needs audio_compression 'ctc'")
+        if self.ctc_decoding == "lexicon" and self.canvas_init != "ctc":
+            raise ValueError("ctc_decoding 'lexicon' reads the CTC start canvas: it needs canvas_init 'ctc'")
 
     def language_tag(self, lang: str) -> str | None:
         """The tag token text for `lang`, when the checkpoint's format defines one."""

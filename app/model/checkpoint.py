@@ -123,6 +123,24 @@ def load_tokenizer(backbone: Path) -> PreTrainedTokenizerFast:
     return AutoTokenizer.from_pretrained(str(backbone), local_files_only=True)
 
 
+LEXICON_DIR = "lexicon"
+
+
+def load_lexicons(adapter: Path) -> dict[str, dict[str, float]]:
+    """The adapter's word lists, `lexicon/<lang>.tsv` with one `word<TAB>frequency` per line, by language."""
+    lexicons = {}
+    for path in sorted((adapter / LEXICON_DIR).glob("*.tsv")):
+        counts = {}
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            word, _, frequency = line.partition("\t")
+            try:
+                counts[word] = float(frequency)
+            except ValueError:
+                raise CheckpointError(f"{path}:{number}: expected 'word<TAB>frequency', got {line!r}") from None
+        lexicons[path.stem] = counts
+    return lexicons
+
+
 def write_random_checkpoint(out: Path, preset: str, seed: int = 0) -> Path:
     """Write a random-init model of the preset's shape in the standard layout; deterministic from `seed`."""
     if preset not in PRESETS:

@@ -19,10 +19,12 @@ from app.model import encoder as whisper
 from app.model.asr_config import AsrConfig
 from app.model.backbone import Prefill, PromptBuilder, load_lora, next_token_among, prefill, prompt_embeddings
 from app.model.checkpoint import (
-    CheckpointError, CheckpointPaths, default_device, default_dtype, load_projector, load_tokenizer,
+    CheckpointError, CheckpointPaths, default_device, default_dtype, load_lexicons, load_projector, load_tokenizer,
 )
-from app.model.compression import ctc_canvas_prior, prompt_audio
+from app.model.compression import compress_runs, ctc_alignment, ctc_canvas_prior, prompt_audio
+from app.model.ctc_lexicon import Lexicon, LexiconBeamSearch, LexiconParams
 from app.model.denoiser import DenoiseJob, SamplingParams, denoise_all
+from app.model.projector import audio_slots
 from app.model.sampling import TokenSampler
 from app.model.transcript import (
     Segment, Timing, TranscriptDecoder, Transcription, join_segments, silent_segment,
@@ -39,6 +41,17 @@ class DecodeOptions:
     prompt: str | None = None
     steps: int | None = None
     seed: int = 0
+
+
+@dataclass
+class EncodedWindow:
+    """One window after the audio path: what the prompt receives, and what a word-list search reads."""
+
+    audio: torch.Tensor  # [audio_slots, hidden] the prompt's audio embeddings
+    # `ctc_decoding` "lexicon" only: the CTC head's log-probabilities over the window's real frames [frames, V],
+    # and the projector's output [audio_slots, hidden] to compress again along the search's reading.
+    ctc_logprobs: torch.Tensor | None = None
+    projected: torch.Tensor | None = None
 
 
 def window_generator(seed: int, window_index: int, device: torch.device) -> torch.Generator:
@@ -87,6 +100,8 @@ class AsrPipeline:
             stability_threshold=self.config.stability_threshold,
             confidence_threshold=self.config.confidence_threshold,
         )
+        self.lexicons = {lang: Lexicon(counts) for lang, counts in load_lexicons(paths.adapter).items()}
+        self.lexicon_search = self._lexicon_search() if self.config.ctc_decoding == "lexicon" else None
         self._check_shapes()
         self._vad: VoiceActivityDetector | None = None
 
@@ -107,6 +122,17 @@ class AsrPipeline:
         window = self.backbone.config.text_config.sliding_window
         if longest >= window:
             raise CheckpointError(f"prompt of {longest} tokens does not fit the backbone's sliding window {window}")
+
+    def _lexicon_search(self) -> LexiconBeamSearch:
+        if not self.lexicons:
+            raise CheckpointError(f"{self.paths.adapter}: ctc_decoding is 'lexicon' but there is no lexicon/*.tsv")
+        c = self.config
+        params = LexiconParams(beam_width=c.lexicon_beam_width, lm_weight=c.lexicon_lm_weight,
+                               word_bonus=c.lexicon_word_bonus, oov_penalty=c.lexicon_oov_penalty)
+        texts = [self.tokenizer.decode([i]) for i in range(len(self.tokenizer))]
+        specials = set(self.tokenizer.all_special_ids) | set(self.transcripts.tag_ids)
+        text_ids = np.array([i for i in range(len(texts)) if i not in specials], dtype=np.int64)
+        return LexiconBeamSearch(texts, self.tokenizer.pad_token_id, text_ids, params)
 
     @property
     def window_seconds(self) -> float:
@@ -137,15 +163,40 @@ class AsrPipeline:
         return prompt_audio(projected, self.backbone.lm_head, self.tokenizer.pad_token_id,
                             self.config.audio_compression)
 
-    def encode(self, windows: list[np.ndarray]) -> torch.Tensor:
-        """Audio embeddings for the prompt `[B, audio_slots, hidden]`, for up to one window each."""
-        return self.compress(self.project(windows))
+    def encode(self, windows: list[np.ndarray]) -> list[EncodedWindow]:
+        """The audio path for up to one window each, batched: prompt embeddings (and CTC log-probabilities)."""
+        return self.encode_projected(self.project(windows), [len(w) for w in windows])
 
     @torch.no_grad()
-    def prefill(self, audio: torch.Tensor, language: str | None, prompt: str | None) -> Prefill:
-        """Backbone encoder KV cache for one window's prompt with its audio embeddings `[slots, hidden]`."""
+    def encode_projected(self, projected: torch.Tensor, num_samples: list[int]) -> list[EncodedWindow]:
+        """`encode` from the projector's output `[B, audio_slots, hidden]` and each window's length in samples."""
+        audio = self.compress(projected)
+        if self.lexicon_search is None:
+            return [EncodedWindow(row) for row in audio]
+        logits = self.backbone.lm_head(projected).float()
+        cap = self.backbone.final_logit_softcapping
+        # The backbone's own soft-capping (as in its forward), so the search reads what CTC was trained on.
+        logprobs = (torch.tanh(logits / cap) * cap if cap else logits).log_softmax(dim=-1).cpu()
+        frames = [audio_slots(n, self.projector.subsample, audio.shape[1]) for n in num_samples]
+        return [EncodedWindow(row, lp[:n], p) for row, lp, n, p in zip(audio, logprobs, frames, projected)]
+
+    @torch.no_grad()
+    def prefill(self, encoded: EncodedWindow, language: str | None, prompt: str | None) -> Prefill:
+        """Backbone encoder KV cache for one window's prompt with its audio embeddings."""
         built = self.prompts.build(language, prompt)
+        audio = encoded.audio
         state = prefill(self.backbone, prompt_embeddings(self.backbone, built, audio), built.canvas_start)
+        tag = None
+        if self.config.canvas_init == "ctc" and self.transcripts.tag_ids:
+            # Handed a transcript, the decoder reads the language from its (misspelt) text more than from
+            # the audio; the autoregressive head at the prompt's end reads it from the audio alone.
+            tag = next_token_among(self.backbone, state, list(self.transcripts.tag_ids))
+        reading = self._lexicon_reading(encoded, language or self.transcripts.tag_ids.get(tag))
+        if reading is not None:
+            # The prompt's audio again, merged by the frames that spoke each token of the new reading: canvas
+            # slot k and audio slot k must hold the same token, as under greedy compression.
+            ids, audio = reading
+            state = prefill(self.backbone, prompt_embeddings(self.backbone, built, audio), built.canvas_start)
         if "ctc" in (self.config.canvas_prior, self.config.canvas_init):
             # One lm_head pass serves both: the CTC canvas is the prior's argmax (`ctc_canvas`).
             prior = ctc_canvas_prior(audio[None], self.backbone.lm_head, self.config.canvas_length,
@@ -153,12 +204,30 @@ class AsrPipeline:
         if self.config.canvas_prior == "ctc":
             state.prior = prior
         if self.config.canvas_init == "ctc":
-            state.start = prior[1:].argmax(dim=-1)
-            if self.transcripts.tag_ids:
-                # Handed a transcript, the decoder reads the language from its (misspelt) text more than from
-                # the audio; the autoregressive head at the prompt's end reads it from the audio alone.
-                state.tag = next_token_among(self.backbone, state, list(self.transcripts.tag_ids))
+            state.start = self._canvas(reading[0]) if reading is not None else prior[1:].argmax(dim=-1)
+            state.tag = tag
         return state
+
+    def _lexicon_reading(self, encoded: EncodedWindow, language: str | None) -> tuple[list[int], torch.Tensor] | None:
+        """The word-list search's token ids for one window and the prompt audio compressed along them, or None
+        where the checkpoint, the language or the window has no word-list reading."""
+        lexicon = self.lexicons.get(language or "")
+        if self.lexicon_search is None or lexicon is None or encoded.ctc_logprobs is None:
+            return None
+        logprobs = encoded.ctc_logprobs.numpy()
+        ids = self.lexicon_search.decode(logprobs, lexicon)[: self.config.canvas_length - 2]
+        token_of_frame = ctc_alignment(logprobs, ids, self.tokenizer.pad_token_id)
+        if token_of_frame is None:
+            return None
+        runs = torch.full((1, encoded.projected.shape[0]), -1, dtype=torch.long, device=self.device)
+        runs[0, : len(token_of_frame)] = torch.from_numpy(token_of_frame).to(self.device)
+        return ids, compress_runs(encoded.projected[None], runs)[0]
+
+    def _canvas(self, ids: list[int]) -> torch.Tensor:
+        """Canvas slots 1.. for a transcript's ids: the ids (cut to fit), `<eos>`, then `<pad>`."""
+        slots = self.config.canvas_length - 1
+        ids = ids[: slots - 1] + [self.tokenizer.eos_token_id]
+        return torch.tensor(ids + [self.tokenizer.pad_token_id] * (slots - len(ids)), device=self.device)
 
     def steps_for(self, options: DecodeOptions) -> int:
         """The step budget: the request's, else the checkpoint's default."""
@@ -186,10 +255,10 @@ class AsrPipeline:
             sync()
             encoder_ms = (time.perf_counter() - t0) * 1000.0 / len(speech)
             jobs, prefill_ms = [], []
-            for index, embeds in zip(speech, audio):
+            for index, encoded in zip(speech, audio):
                 t1 = time.perf_counter()
                 jobs.append(DenoiseJob(
-                    prefill=self.prefill(embeds, options.language, options.prompt),
+                    prefill=self.prefill(encoded, options.language, options.prompt),
                     steps=self.steps_for(options),
                     generator=window_generator(options.seed, index, self.device),
                 ))

@@ -7,6 +7,13 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def audio_slots(num_samples: int, subsample: int, max_slots: int) -> int:
+    """Projector slots covering `num_samples` of audio (mel hop 160, Whisper stride 2, projector subsample),
+    at most the window's `max_slots`: the CTC input length of a clip."""
+    per_slot = 160 * 2 * subsample
+    return min(max_slots, -(-int(num_samples) // per_slot) + 1)
+
+
 class Projector(nn.Module):
     """Conv1d subsampling (kernel = stride = `subsample`) then a linear map to the backbone's hidden size.
 

@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerFast
 
 from app.model.asr_config import SUPPORTED_LANGUAGES
 from app.model.presets import ModelDims
+from app.model.projector import audio_slots
 from app.model.tokenizer import LANGUAGE_TAG_FORMAT, build_tokenizer
 from app.training import losses
 from app.training.features import FeatureSet
@@ -52,13 +53,6 @@ def train_tokenizer(
     if characters:
         return build_tokenizer(texts, vocab_size=vocab_size, characters=True, word_initial=word_initial)
     return build_tokenizer(tokenizer_corpus(texts, langs), vocab_size=vocab_size)
-
-
-def audio_slots(num_samples: int, subsample: int, max_slots: int) -> int:
-    """Projector slots covering `num_samples` of audio (mel hop 160, Whisper stride 2, projector subsample),
-    at most the window's `max_slots`: the CTC input length of a clip."""
-    per_slot = 160 * 2 * subsample
-    return min(max_slots, -(-int(num_samples) // per_slot) + 1)
 
 
 def make_examples(

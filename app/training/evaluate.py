@@ -25,7 +25,8 @@ import jiwer
 import numpy as np
 import torch
 
-SPACELESS = ("zh",)
+from app.training.texts import SPACELESS
+
 STRONG_KINDS = ("test_assertion", "ground_truth", "label")
 
 
@@ -94,7 +95,7 @@ def evaluate_synthetic(pipeline, feats_or_clips, steps: int, seed: int = 0, batc
     """
     from app.model.denoiser import DenoiseJob, denoise_all
     from app.model.pipeline import window_generator
-    from app.training.batches import audio_slots
+    from app.model.projector import audio_slots
     from app.training.losses import greedy_ctc, softcap
 
     clips = list(feats_or_clips)
@@ -115,9 +116,9 @@ def evaluate_synthetic(pipeline, feats_or_clips, steps: int, seed: int = 0, batc
         chunk = clips[start:start + batch]
         audio = pipeline.project([c.audio for c in chunk])
         jobs = [
-            DenoiseJob(prefill=pipeline.prefill(embeds, None, None), steps=steps,
+            DenoiseJob(prefill=pipeline.prefill(encoded, None, None), steps=steps,
                        generator=window_generator(seed, 0, pipeline.device))
-            for embeds in pipeline.compress(audio)
+            for encoded in pipeline.encode_projected(audio, [len(c.audio) for c in chunk])
         ]
         results = denoise_all(model, jobs, pipeline.params, pipeline.sampler)
         with torch.no_grad():

@@ -16,6 +16,8 @@ from functools import lru_cache
 import wordfreq
 
 LANGS: tuple[str, ...] = ("en", "de", "fr", "es", "hi", "zh")
+# Languages written without spaces between words.
+SPACELESS: tuple[str, ...] = ("zh",)
 
 # Mandarin gets a smaller vocabulary: wordfreq's zh tail is full of rare characters
 # and multi-character names, which would spread a small model's capacity too thinly.
@@ -78,7 +80,7 @@ def vocabulary(lang: str, vocab_size: int | None = None) -> tuple[str, ...]:
 
 def join_words(words: list[str], lang: str) -> str:
     """Join words the way the language writes them (no spaces between Mandarin words)."""
-    return "".join(words) if lang == "zh" else " ".join(words)
+    return "".join(words) if lang in SPACELESS else " ".join(words)
 
 
 def derive_seed(seed: int, *labels: str) -> int:

@@ -103,7 +103,7 @@ def test_ctc_compressed_checkpoint_feeds_the_prompt_one_slot_per_emitted_run(tin
                              device=torch.device("cpu"), dtype=torch.float32)
     audio = [np.random.default_rng(0).standard_normal(16_000).astype(np.float32) * 0.1]
     projected = pipeline.project(audio)
-    encoded = pipeline.encode(audio)
+    encoded = torch.stack([window.audio for window in pipeline.encode(audio)])
     with torch.no_grad():
         expected = ctc_compress(projected, pipeline.backbone.lm_head(projected), pipeline.tokenizer.pad_token_id)
     torch.testing.assert_close(encoded, expected)
@@ -161,8 +161,8 @@ def _compressed_prefill(tiny_model_dir, tmp_path, rng_seed: int, **changes):
 
     model = _with_asr_config(tiny_model_dir, tmp_path, audio_compression="ctc", **changes)
     pipeline = load_pipeline(model, device=torch.device("cpu"), dtype=torch.float32)
-    audio = pipeline.encode([np.random.default_rng(rng_seed).standard_normal(16_000).astype(np.float32) * 0.1])
-    return pipeline, audio, pipeline.prefill(audio[0], None, None)
+    encoded = pipeline.encode([np.random.default_rng(rng_seed).standard_normal(16_000).astype(np.float32) * 0.1])
+    return pipeline, torch.stack([window.audio for window in encoded]), pipeline.prefill(encoded[0], None, None)
 
 
 def _denoise_seeing(pipeline, keyword: str, states: list, steps: int) -> list:
@@ -232,12 +232,13 @@ def test_prior_and_ctc_start_come_from_one_lm_head_pass(tiny_model_dir, tmp_path
     import torch
 
     from app.model.compression import ctc_canvas, ctc_canvas_prior
+    from app.model.pipeline import EncodedWindow
 
     pipeline, audio, _ = _compressed_prefill(tiny_model_dir, tmp_path, 5, canvas_prior="ctc", canvas_init="ctc")
     calls = []
     hook = pipeline.backbone.lm_head.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
     try:
-        state = pipeline.prefill(audio[0], None, None)
+        state = pipeline.prefill(EncodedWindow(audio[0]), None, None)
     finally:
         hook.remove()
     args = (audio, pipeline.backbone.lm_head, pipeline.config.canvas_length, pipeline.tokenizer.pad_token_id,

@@ -1,0 +1,96 @@
+"""A checkpoint with word lists: the pipeline starts the canvas from the search and realigns the prompt's audio."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from app.model.checkpoint import CheckpointError
+from app.model.pipeline import load_pipeline
+
+WORDS = ("the", "cat", "sat", "on", "a", "mat")
+
+
+def _lexicon_model(tiny_model_dir, tmp_path, lists: bool = True, **changes):
+    """A copy of the tiny model that decodes its CTC start with word lists (the same words in every language)."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    config = model / "adapter" / "asr_config.json"
+    settings = {"audio_compression": "ctc", "canvas_init": "ctc", "ctc_decoding": "lexicon", **changes}
+    config.write_text(json.dumps({**json.loads(config.read_text()), **settings}))
+    if lists:
+        (model / "adapter" / "lexicon").mkdir()
+        for lang in ("en", "de", "fr", "es", "hi", "zh"):
+            (model / "adapter" / "lexicon" / f"{lang}.tsv").write_text("".join(f"{w}\t{i + 1}\n" for i, w in
+                                                                              enumerate(WORDS)))
+    return model
+
+
+def _speech(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(16_000).astype(np.float32) * 0.1
+
+
+def test_the_start_canvas_is_the_word_list_search_in_the_tagged_language(tiny_model_dir, tmp_path):
+    from app.model.backbone import prefill, prompt_embeddings
+    from app.model.compression import compress_runs, ctc_alignment
+
+    pipeline = load_pipeline(_lexicon_model(tiny_model_dir, tmp_path), device=torch.device("cpu"),
+                             dtype=torch.float32)
+    [window] = pipeline.encode([_speech(0)])
+    state = pipeline.prefill(window, None, None)
+    language = pipeline.transcripts.tag_ids[state.tag]
+    logprobs = window.ctc_logprobs.numpy()
+    ids = pipeline.lexicon_search.decode(logprobs, pipeline.lexicons[language])
+    assert ids, "the random model's search should emit something for this audio"
+    start = state.start.tolist()
+    assert start[: len(ids) + 1] == ids + [pipeline.tokenizer.eos_token_id]
+    assert set(start[len(ids) + 1:]) == {pipeline.tokenizer.pad_token_id}
+    # The prompt's audio is merged along the frames that spoke each token of the reading, not greedy runs.
+    runs = torch.full((1, window.projected.shape[0]), -1)
+    runs[0, : logprobs.shape[0]] = torch.from_numpy(ctc_alignment(logprobs, ids, pipeline.tokenizer.pad_token_id))
+    built = pipeline.prompts.build(None, None)
+    aligned = compress_runs(window.projected[None], runs)[0]
+    expected = prefill(pipeline.backbone, prompt_embeddings(pipeline.backbone, built, aligned), built.canvas_start)
+    greedy = prefill(pipeline.backbone, prompt_embeddings(pipeline.backbone, built, window.audio), built.canvas_start)
+    torch.testing.assert_close(state.layers[0][0], expected.layers[0][0])
+    assert not torch.allclose(state.layers[0][0], greedy.layers[0][0])
+
+
+def test_the_hinted_language_picks_the_list_and_a_language_without_one_reads_greedily(tiny_model_dir, tmp_path):
+    from app.model.compression import ctc_canvas
+
+    model = _lexicon_model(tiny_model_dir, tmp_path)
+    (model / "adapter" / "lexicon" / "de.tsv").write_text("katze\t1\n")
+    (model / "adapter" / "lexicon" / "zh.tsv").unlink()
+    pipeline = load_pipeline(model, device=torch.device("cpu"), dtype=torch.float32)
+    [window] = pipeline.encode([_speech(1)])
+    ids = pipeline.lexicon_search.decode(window.ctc_logprobs.numpy(), pipeline.lexicons["de"])
+    assert pipeline.prefill(window, "de", None).start.tolist()[: len(ids)] == ids
+    greedy = ctc_canvas(window.audio[None], pipeline.backbone.lm_head, pipeline.config.canvas_length,
+                        pipeline.tokenizer.pad_token_id, pipeline.tokenizer.eos_token_id)[0]
+    assert torch.equal(pipeline.prefill(window, "zh", None).start, greedy)
+
+
+def test_greedy_checkpoints_keep_no_per_frame_reading(tiny_model_dir, tmp_path):
+    pipeline = load_pipeline(_lexicon_model(tiny_model_dir, tmp_path, ctc_decoding="greedy"),
+                             device=torch.device("cpu"), dtype=torch.float32)
+    [window] = pipeline.encode([_speech(2)])
+    assert pipeline.lexicon_search is None and window.ctc_logprobs is None
+
+
+def test_lexicon_decoding_without_lists_or_without_the_ctc_start_is_refused(tiny_model_dir, tmp_path):
+    with pytest.raises(CheckpointError, match="lexicon"):
+        load_pipeline(_lexicon_model(tiny_model_dir, tmp_path / "a", lists=False))
+    with pytest.raises(ValueError, match="canvas_init"):
+        load_pipeline(_lexicon_model(tiny_model_dir, tmp_path / "b", canvas_init="noise"))
+
+
+def test_a_malformed_list_line_is_named_with_its_file_and_line(tiny_model_dir, tmp_path):
+    model = _lexicon_model(tiny_model_dir, tmp_path)
+    (model / "adapter" / "lexicon" / "en.tsv").write_text("the\t3\ncat three\n")
+    with pytest.raises(CheckpointError, match=r"en\.tsv:2"):
+        load_pipeline(model)
