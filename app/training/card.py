@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from app.model.asr_config import AsrConfig
 from app.model.checkpoint import ModelParts
 
 
@@ -36,8 +37,27 @@ def _what_learned(cfg: dict) -> str:
     return f"All parameters trained {start}"
 
 
-def model_card(info: dict, results_md: str = "") -> str:
-    """The model card; `results_md` (the eval table and latency) is filled in by `diffusion-asr eval`."""
+def decoding_md(config: AsrConfig, lexicon_words: dict[str, int]) -> str:
+    """How the checkpoint reads its CTC start canvas, from its `asr_config.json` and word lists."""
+    if config.canvas_init != "ctc" or config.ctc_decoding != "lexicon":
+        return ""
+    sizes = ", ".join(f"{lang} {n:,}" for lang, n in sorted(lexicon_words.items()))
+    return f"""## Decoding
+
+The canvas starts from the CTC head's reading searched against word lists (`ctc_decoding` "lexicon",
+`app/model/ctc_lexicon.py`): a CTC prefix beam search ({config.lexicon_beam_width} hypotheses) that adds, per
+word, {config.lexicon_lm_weight:g} x ln P(word) + {config.lexicon_word_bonus:g} for a listed word and
+{config.lexicon_oov_penalty:g} for any other, P from wordfreq's frequencies over the list. The lists
+(`adapter/lexicon/<lang>.tsv`; words: {sizes}) are the training vocabulary, written by
+`diffusion-asr lexicon --model DIR`; the prompt's audio is then merged along that reading's CTC alignment. A
+language without a list (Mandarin, written without spaces) starts from the greedy reading.
+
+"""
+
+
+def model_card(info: dict, results_md: str = "", decoding: str = "") -> str:
+    """The model card; `results_md` (the eval table and latency) is filled in by `diffusion-asr eval`, as is
+    `decoding` (`decoding_md`) when the checkpoint decodes with word lists."""
     p = info["params"]
     d = info["dims"]
     data = info.get("data_manifest", {})
@@ -116,7 +136,7 @@ Seed {info['seed']}. Training loop {info['train_minutes']} min ({info['this_invo
 for this invocation, which reused the data and features already in its work directory: {info['data_timings']}).
 {info.get('note', '')}
 
-{results_md}
+{decoding}{results_md}
 ## Limits
 
 - Trained only on synthetic espeak-ng speech of random word sequences: expect weak results on real recordings

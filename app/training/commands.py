@@ -56,8 +56,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return eval_command(args)
 
 
+def _cmd_lexicon(args: argparse.Namespace) -> int:
+    from app.training.lexicon import write_lexicons
+    from app.training.texts import LANGS
+
+    for path in write_lexicons(args.model, list(args.languages or LANGS), args.words):
+        print(f"wrote {path} ({sum(1 for _ in path.open(encoding='utf-8'))} words)")
+    print(f"{args.model}: ctc_decoding set to 'lexicon'")
+    return 0
+
+
 def register(subparsers) -> None:
-    """Add `train` and `eval` to the `diffusion-asr` subcommands."""
+    """Add `train`, `eval` and `lexicon` to the `diffusion-asr` subcommands."""
     p = subparsers.add_parser(
         "train", help="train the small default model on synthetic speech (CPU)",
         description="Every option left out takes the shipped recipe's value (app/training/config.py TrainConfig).",
@@ -137,6 +147,17 @@ def register(subparsers) -> None:
     p.add_argument("--update-card", action="store_true",
                    help="write the results table into the model's MODEL_CARD.md and README.md")
     p.set_defaults(func=_cmd_eval)
+
+    p = subparsers.add_parser(
+        "lexicon", help="add word lists to a checkpoint and decode its CTC start canvas with them",
+        description="Writes adapter/lexicon/<lang>.tsv (wordfreq words and frequencies) for each language "
+                    "written with spaces, and sets ctc_decoding 'lexicon' in the adapter's asr_config.json.",
+    )
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--words", type=int, default=None,
+                   help="most frequent words per language (default: the training vocabulary's size)")
+    p.add_argument("--languages", nargs="+", default=None, help="default: all six")
+    p.set_defaults(func=_cmd_lexicon)
 
 
 def main(argv: list[str] | None = None) -> int:

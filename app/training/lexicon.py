@@ -1,0 +1,45 @@
+"""Word lists for lexicon-constrained CTC decoding (`app.model.ctc_lexicon`), written into a checkpoint.
+
+A list is the training text source's own vocabulary with its wordfreq frequencies: the words the model was
+taught to spell, weighted as the language uses them. Languages written without spaces get no list (the search
+finds words by the space that starts them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import wordfreq
+
+from app.model.asr_config import AsrConfig
+from app.model.checkpoint import LEXICON_DIR, CheckpointPaths
+from app.training import texts
+
+
+def lexicon_counts(lang: str, size: int | None = None) -> dict[str, float]:
+    """The `size` most frequent clean words of `lang` (default: the training vocabulary) with their frequency."""
+    return {word: wordfreq.word_frequency(word, lang) for word in texts.vocabulary(lang, size)}
+
+
+def write_lexicons(model: Path, langs: list[str], size: int | None = None) -> list[Path]:
+    """Write `adapter/lexicon/<lang>.tsv` for each spaced language and switch the checkpoint's `ctc_decoding`
+    to "lexicon"; returns the files written. The checkpoint must start decoding from the CTC canvas."""
+    paths = CheckpointPaths.from_model_dir(model)
+    config_path = paths.adapter / "asr_config.json"
+    config = AsrConfig.load(config_path)
+    if config.canvas_init != "ctc":
+        raise ValueError(f"{model}: canvas_init is {config.canvas_init!r}; word lists steer the 'ctc' start only")
+    folder = paths.adapter / LEXICON_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for lang in langs:
+        if lang in texts.SPACELESS:
+            continue
+        counts = lexicon_counts(lang, size)
+        path = folder / f"{lang}.tsv"
+        # repr of the float keeps every digit wordfreq gives, so a reload is exact.
+        path.write_text("".join(f"{word}\t{count!r}\n" for word, count in counts.items()), encoding="utf-8")
+        written.append(path)
+    replace(config, ctc_decoding="lexicon").save(config_path)
+    return written

@@ -1,0 +1,67 @@
+"""`diffusion-asr lexicon`: the training vocabulary written into a checkpoint as word lists, and its card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from app.model.asr_config import AsrConfig
+from app.model.checkpoint import load_lexicons
+from app.training import texts
+from app.training.card import decoding_md
+
+
+def _ctc_start_model(tiny_model_dir: Path, tmp_path: Path, canvas_init: str = "ctc") -> Path:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    config = model / "adapter" / "asr_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "audio_compression": "ctc",
+                                  "canvas_init": canvas_init}))
+    return model
+
+
+def _lexicon(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app.cli", "lexicon", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_command_writes_the_vocabulary_of_each_spaced_language_and_switches_decoding(tiny_model_dir, tmp_path):
+    model = _ctc_start_model(tiny_model_dir, tmp_path)
+    out = _lexicon("--model", str(model), "--words", "200", "--languages", "en", "hi", "zh")
+    assert out.returncode == 0, out.stderr
+    lists = load_lexicons(model / "adapter")
+    assert set(lists) == {"en", "hi"}  # Mandarin has no spaces to find words by
+    for lang, counts in lists.items():
+        assert list(counts) == list(texts.vocabulary(lang, 200))
+        assert all(count > 0 for count in counts.values())
+    assert counts_sorted(lists["en"]), "wordfreq's order is most frequent first"
+    assert AsrConfig.load(model / "adapter" / "asr_config.json").ctc_decoding == "lexicon"
+
+    from app.model.pipeline import load_pipeline
+
+    assert load_pipeline(model).lexicon_search is not None
+
+
+def counts_sorted(counts: dict[str, float]) -> bool:
+    values = list(counts.values())
+    return all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_a_checkpoint_that_starts_from_noise_is_refused_and_left_alone(tiny_model_dir, tmp_path):
+    model = _ctc_start_model(tiny_model_dir, tmp_path, canvas_init="noise")
+    before = (model / "adapter" / "asr_config.json").read_text()
+    out = _lexicon("--model", str(model), "--languages", "en")
+    assert out.returncode != 0 and "canvas_init" in out.stderr
+    assert (model / "adapter" / "asr_config.json").read_text() == before
+    assert not (model / "adapter" / "lexicon").exists()
+
+
+def test_the_card_states_the_search_only_for_checkpoints_that_use_it() -> None:
+    lexicon = AsrConfig(audio_compression="ctc", canvas_init="ctc", ctc_decoding="lexicon", lexicon_beam_width=24)
+    card = decoding_md(lexicon, {"en": 3000, "de": 2500})
+    assert "24 hypotheses" in card and "de 2,500, en 3,000" in card
+    assert str(lexicon.lexicon_oov_penalty).rstrip("0").rstrip(".") in card
+    assert decoding_md(AsrConfig(audio_compression="ctc", canvas_init="ctc"), {"en": 3000}) == ""
