@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 from app.model.asr_config import AsrConfig
@@ -42,17 +43,16 @@ def decoding_md(config: AsrConfig, lexicon_words: dict[str, int]) -> str:
     if config.canvas_init != "ctc" or config.ctc_decoding != "lexicon":
         return ""
     sizes = ", ".join(f"{lang} {n:,}" for lang, n in sorted(lexicon_words.items()))
-    return f"""## Decoding
-
-The canvas starts from the CTC head's reading searched against word lists (`ctc_decoding` "lexicon",
-`app/model/ctc_lexicon.py`): a CTC prefix beam search ({config.lexicon_beam_width} hypotheses) that adds, per
-word, {config.lexicon_lm_weight:g} x ln P(word) + {config.lexicon_word_bonus:g} for a listed word and
-{config.lexicon_oov_penalty:g} for any other, P from wordfreq's frequencies over the list. The lists
-(`adapter/lexicon/<lang>.tsv`; words: {sizes}) are the training vocabulary, written by
-`diffusion-asr lexicon --model DIR`; the prompt's audio is then merged along that reading's CTC alignment. A
-language without a list (Mandarin, written without spaces) starts from the greedy reading.
-
-"""
+    text = (
+        "The canvas starts from the CTC head's reading searched against word lists (`ctc_decoding` \"lexicon\", "
+        f"`app/model/ctc_lexicon.py`): a CTC prefix beam search ({config.lexicon_beam_width} hypotheses) that adds, "
+        f"per word, {config.lexicon_lm_weight:g} x ln P(word) + {config.lexicon_word_bonus:g} for a listed word and "
+        f"{config.lexicon_oov_penalty:g} for any other, P from wordfreq's frequencies over the list. The lists "
+        f"(`adapter/lexicon/<lang>.tsv`; words: {sizes}) are the training vocabulary, written by `diffusion-asr "
+        "lexicon --model DIR`; the prompt's audio is then merged along that reading's CTC alignment. A language "
+        "without a list (Mandarin, written without spaces) starts from the greedy reading."
+    )
+    return "## Decoding\n\n" + textwrap.fill(text, width=112, break_on_hyphens=False) + "\n\n"
 
 
 def model_card(info: dict, results_md: str = "", decoding: str = "") -> str:
@@ -87,6 +87,8 @@ def model_card(info: dict, results_md: str = "", decoding: str = "") -> str:
         masks = (f"SpecAugment-style masks on every training clip, redrawn each time it is drawn: {cfg['freq_masks']} "
                  f"mel bands of up to {cfg['freq_mask_bins']} bins and {cfg['time_masks']} time spans of up to "
                  f"{cfg['time_mask_frac']:.0%} of the clip, set to the clip's mean.\n")
+    limits = ("- The word lists hold the training vocabulary: a word outside them is written only where the audio is "
+              "clearer\n  about it than about any listed word that sounds alike.\n" if decoding else "")
     return f"""# default: a small diffusion ASR model (en, de, fr, es, hi, zh)
 
 The project's shipped demo model: the serving architecture (Whisper-style encoder -> projector ->
@@ -143,4 +145,4 @@ for this invocation, which reused the data and features already in its work dire
   (accents, reverberation, natural prosody) and no punctuation or casing.
 - Windows of {d['encoder_positions'] * 2 / 100:.0f} s; at most {d['canvas_length'] - 2} tokens per window.
 - A demo of the architecture, not a production model.
-"""
+{limits}"""
