@@ -26,8 +26,8 @@ def wav_bytes(audio: np.ndarray, rate: int = synth.SAMPLE_RATE) -> bytes:
 
 
 # Sentences of everyday words, not from the training streams. Bounds: about 1.5x the shipped model's CER on them
-# (en 33%, es 11%); the random fallback scores 90-100%.
-SENTENCES = [("en", "the weather is nice today", 0.5), ("es", "el tiempo es bueno hoy", 0.25)]
+# (en 24%, es 17%); the random fallback scores 90-100%.
+SENTENCES = [("en", "the weather is nice today", 0.36), ("es", "el tiempo es bueno hoy", 0.25)]
 
 
 @pytest.mark.parametrize(("lang", "sentence", "max_cer"), SENTENCES)

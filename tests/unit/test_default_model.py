@@ -2,8 +2,9 @@
 each of its six languages with the right language tag and a low character error rate.
 
 Sentences 300-305 of each language's held-out stream: never trained on, and neither `diffusion-asr eval`
-(sentences 0-99) nor the sampler tuning (200-249) reads them. The bounds are about 1.5x this model's CER on
-them (en 29%, de 10%, fr 31%, es 10%, hi 13%, zh 31%): a random or broken model scores 90-100%.
+(sentences 0-99) nor the tuning of the sampler (200-249) or of the word-list search (100-299) reads them. This
+model's CER on them: en 17%, de 2%, fr 13%, es 0%, hi 5%, zh 31% (greedy CTC alone: 29/10/31/10/13/31%). Each
+bound lies between the two, so a broken model (90-100%) and a lost word list both fail.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from app.training.data import clip_rng
 from app.training.evaluate import cer
 
 FIRST_SENTENCE, SENTENCES = 300, 6
-MAX_CER = {"en": 0.40, "de": 0.20, "fr": 0.40, "es": 0.20, "hi": 0.20, "zh": 0.50}
+MAX_CER = {"en": 0.25, "de": 0.07, "fr": 0.22, "es": 0.06, "hi": 0.09, "zh": 0.50}
 
 
 @pytest.fixture(scope="module")
