@@ -132,6 +132,8 @@ def load_lexicons(adapter: Path) -> dict[str, dict[str, float]]:
     for path in sorted((adapter / LEXICON_DIR).glob("*.tsv")):
         counts = {}
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
             word, _, frequency = line.partition("\t")
             try:
                 counts[word] = float(frequency)

@@ -58,6 +58,12 @@ def _logaddexp(a: float, b: float) -> float:
     return max(a, b) + math.log1p(math.exp(-abs(a - b)))
 
 
+def _add(beams: dict[int, list[float]], h: int, blank: float, token: float) -> None:
+    """Add path probabilities to hypothesis `h`'s [ends in blank, ends in token] (log domain)."""
+    slot = beams.setdefault(h, [NEG_INF, NEG_INF])
+    slot[0], slot[1] = _logaddexp(slot[0], blank), _logaddexp(slot[1], token)
+
+
 class LexiconBeamSearch:
     """Decodes one window's CTC log-probabilities `[frames, V]` into token ids, word list in hand."""
 
@@ -99,20 +105,15 @@ class LexiconBeamSearch:
             blank_lp = float(row[self.blank])
             candidates = self._candidates(masked[t])
             extended: dict[int, list[float]] = {}
-
-            def add(h: int, b: float, nb: float) -> None:
-                slot = extended.setdefault(h, [NEG_INF, NEG_INF])
-                slot[0], slot[1] = _logaddexp(slot[0], b), _logaddexp(slot[1], nb)
-
             for h, (pb, pnb) in beams.items():
                 total = _logaddexp(pb, pnb)
-                add(h, total + blank_lp, NEG_INF)
+                _add(extended, h, total + blank_lp, NEG_INF)
                 last = token[h]
                 if last >= 0:
-                    add(h, NEG_INF, pnb + float(row[last]))  # the last token held: same hypothesis
+                    _add(extended, h, NEG_INF, pnb + float(row[last]))  # the last token held: same hypothesis
                 for c, lp in candidates:
                     # A repeat of the last token is a new token only after a blank.
-                    add(child(h, c), NEG_INF, (pb if c == last else total) + lp)
+                    _add(extended, child(h, c), NEG_INF, (pb if c == last else total) + lp)
             ranked = sorted(extended.items(), key=lambda kv: -(_logaddexp(*kv[1]) + partial(kv[0])))
             beams = dict(ranked[: p.beam_width])
 

@@ -192,6 +192,7 @@ class AsrPipeline:
             # the audio; the autoregressive head at the prompt's end reads it from the audio alone.
             tag = next_token_among(self.backbone, state, list(self.transcripts.tag_ids))
         reading = self._lexicon_reading(encoded, language or self.transcripts.tag_ids.get(tag))
+        ids = None
         if reading is not None:
             # The prompt's audio again, merged by the frames that spoke each token of the new reading: canvas
             # slot k and audio slot k must hold the same token, as under greedy compression.
@@ -204,7 +205,7 @@ class AsrPipeline:
         if self.config.canvas_prior == "ctc":
             state.prior = prior
         if self.config.canvas_init == "ctc":
-            state.start = self._canvas(reading[0]) if reading is not None else prior[1:].argmax(dim=-1)
+            state.start = self._canvas(ids) if ids is not None else prior[1:].argmax(dim=-1)
             state.tag = tag
         return state
 

@@ -64,7 +64,7 @@ def test_the_hinted_language_picks_the_list_and_a_language_without_one_reads_gre
     from app.model.compression import ctc_canvas
 
     model = _lexicon_model(tiny_model_dir, tmp_path)
-    (model / "adapter" / "lexicon" / "de.tsv").write_text("katze\t1\n")
+    (model / "adapter" / "lexicon" / "de.tsv").write_text("katze\t1\n\nhund\t2\n")  # blank lines are skipped
     (model / "adapter" / "lexicon" / "zh.tsv").unlink()
     pipeline = load_pipeline(model, device=torch.device("cpu"), dtype=torch.float32)
     [window] = pipeline.encode([_speech(1)])
