@@ -8,6 +8,9 @@ from pathlib import Path
 
 SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "de", "fr", "es", "hi", "zh")
 
+# Languages written without spaces between words.
+SPACELESS_LANGUAGES: tuple[str, ...] = ("zh",)
+
 LANGUAGE_NAMES: dict[str, str] = {
     "en": "English",
     "de": "German",

@@ -7,7 +7,8 @@ wav2vec2 checkpoints "with LM" are decoded (a word list and an n-gram model over
 since nothing about word order is known to a speech model trained on random word sequences).
 
 Tokens are characters (`build_tokenizer(characters=True, word_initial=True)`): a token whose text starts with a
-space begins a new word. Words outside the list stay possible at a fixed penalty, so names and rare words are
+space begins a new word; in a language written without spaces, a character that no listed word continues the
+current word with does (longest match). Words outside the list stay possible at a fixed penalty, so names and rare words are
 not forced into the nearest listed word when the audio is clear about them.
 """
 
@@ -35,9 +36,14 @@ class LexiconParams:
 
 
 class Lexicon:
-    """Words with unigram log-probabilities, and every prefix of them for partial words."""
+    """Words with unigram log-probabilities, and every prefix of them for partial words.
 
-    def __init__(self, counts: dict[str, float]) -> None:
+    `spaceless`: the language writes no spaces (Mandarin), so a word ends where the next character cannot
+    continue it as a listed word (longest match) instead of at a space.
+    """
+
+    def __init__(self, counts: dict[str, float], spaceless: bool = False) -> None:
+        self.spaceless = spaceless
         total = sum(counts.values())
         if not counts or total <= 0:
             raise ValueError("a lexicon needs at least one word with a positive count")
@@ -87,7 +93,7 @@ class LexiconBeamSearch:
             key = (h, c)
             if key not in children:
                 text = self.texts[c]
-                if text.startswith(" ") or h == 0:
+                if text.startswith(" ") or h == 0 or self._ends_word(word[h], text, lexicon):
                     done = finished[h] + (self._word_score(word[h], lexicon) if word[h] else 0.0)
                     current = text.strip()
                 else:
@@ -145,6 +151,12 @@ class LexiconBeamSearch:
         top = np.argpartition(-row, k)[:k]
         floor = float(row[top].max()) - self.params.token_prune
         return [(int(c), float(row[c])) for c in top if row[c] > floor and c != self.blank]
+
+    @staticmethod
+    def _ends_word(word: str, text: str, lexicon: Lexicon) -> bool:
+        """Whether `text` starts a new word after `word` in a spaceless language: `word` is listed and no listed
+        word continues it with `text`."""
+        return lexicon.spaceless and word in lexicon.log_prob and (word + text) not in lexicon.prefixes
 
     def _word_score(self, word: str, lexicon: Lexicon) -> float:
         log_prob = lexicon.log_prob.get(word)

@@ -16,7 +16,7 @@ import torch
 
 from app.audio.vad import AudioWindow, VoiceActivityDetector, split_windows
 from app.model import encoder as whisper
-from app.model.asr_config import AsrConfig
+from app.model.asr_config import SPACELESS_LANGUAGES, AsrConfig
 from app.model.backbone import Prefill, PromptBuilder, load_lora, next_token_among, prefill, prompt_embeddings
 from app.model.checkpoint import (
     CheckpointError, CheckpointPaths, default_device, default_dtype, load_lexicons, load_projector, load_tokenizer,
@@ -100,7 +100,8 @@ class AsrPipeline:
             stability_threshold=self.config.stability_threshold,
             confidence_threshold=self.config.confidence_threshold,
         )
-        self.lexicons = {lang: Lexicon(counts) for lang, counts in load_lexicons(paths.adapter).items()}
+        self.lexicons = {lang: Lexicon(counts, spaceless=lang in SPACELESS_LANGUAGES)
+                         for lang, counts in load_lexicons(paths.adapter).items()}
         self.lexicon_search = self._lexicon_search() if self.config.ctc_decoding == "lexicon" else None
         self._check_shapes()
         self._vad: VoiceActivityDetector | None = None

@@ -49,8 +49,9 @@ def decoding_md(config: AsrConfig, lexicon_words: dict[str, int]) -> str:
         f"per word, {config.lexicon_lm_weight:g} x ln P(word) + {config.lexicon_word_bonus:g} for a listed word and "
         f"{config.lexicon_oov_penalty:g} for any other, P from wordfreq's frequencies over the list. The lists "
         f"(`adapter/lexicon/<lang>.tsv`; words: {sizes}) are the training vocabulary, written by `diffusion-asr "
-        "lexicon --model DIR`; the prompt's audio is then merged along that reading's CTC alignment. A language "
-        "without a list (Mandarin, written without spaces) starts from the greedy reading."
+        "lexicon --model DIR`. Words end at a space, or in Mandarin, written without spaces, where the next "
+        "character continues no listed word (longest match). The prompt's audio is then merged along that "
+        "reading's CTC alignment. A language without a list starts from the greedy reading."
     )
     return "## Decoding\n\n" + textwrap.fill(text, width=112, break_on_hyphens=False) + "\n\n"
 

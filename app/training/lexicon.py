@@ -1,8 +1,7 @@
 """Word lists for lexicon-constrained CTC decoding (`app.model.ctc_lexicon`), written into a checkpoint.
 
 A list is the training text source's own vocabulary with its wordfreq frequencies: the words the model was
-taught to spell, weighted as the language uses them. Languages written without spaces get no list (the search
-finds words by the space that starts them).
+taught to spell, weighted as the language uses them.
 """
 
 from __future__ import annotations
@@ -19,11 +18,13 @@ from app.training import texts
 
 def lexicon_counts(lang: str, size: int | None = None) -> dict[str, float]:
     """The `size` most frequent clean words of `lang` (default: the training vocabulary) with their frequency."""
-    return {word: wordfreq.word_frequency(word, lang) for word in texts.vocabulary(lang, size)}
+    # wordfreq's own table: `word_frequency` would re-tokenize each word (Mandarin needs jieba for that).
+    frequency = wordfreq.get_frequency_dict(lang)
+    return {word: frequency[word] for word in texts.vocabulary(lang, size)}
 
 
 def write_lexicons(model: Path, langs: list[str], size: int | None = None) -> list[Path]:
-    """Write `adapter/lexicon/<lang>.tsv` for each spaced language and switch the checkpoint's `ctc_decoding`
+    """Write `adapter/lexicon/<lang>.tsv` for each language and switch the checkpoint's `ctc_decoding`
     to "lexicon"; returns the files written. The checkpoint must start decoding from the CTC canvas."""
     paths = CheckpointPaths.from_model_dir(model)
     config_path = paths.adapter / "asr_config.json"
@@ -34,8 +35,6 @@ def write_lexicons(model: Path, langs: list[str], size: int | None = None) -> li
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for lang in langs:
-        if lang in texts.SPACELESS:
-            continue
         counts = lexicon_counts(lang, size)
         path = folder / f"{lang}.tsv"
         # repr of the float keeps every digit wordfreq gives, so a reload is exact.

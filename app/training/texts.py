@@ -15,9 +15,10 @@ from functools import lru_cache
 
 import wordfreq
 
+from app.model.asr_config import SPACELESS_LANGUAGES
+
 LANGS: tuple[str, ...] = ("en", "de", "fr", "es", "hi", "zh")
-# Languages written without spaces between words.
-SPACELESS: tuple[str, ...] = ("zh",)
+SPACELESS = SPACELESS_LANGUAGES
 
 # Mandarin gets a smaller vocabulary: wordfreq's zh tail is full of rare characters
 # and multi-character names, which would spread a small model's capacity too thinly.

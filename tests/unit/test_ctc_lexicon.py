@@ -75,6 +75,18 @@ def test_more_frequent_of_two_equally_heard_words_wins() -> None:
     assert _decode(frames, {"cat": 1.0, "kat": 9.0}) == "kat"
 
 
+def test_without_spaces_a_word_ends_where_no_listed_word_continues_it() -> None:
+    # "catco" spoken with no space: "cat" is listed and no listed word goes on with "c", so "co" starts a word.
+    frames = _frames({"c": 0.9}, {"a": 0.9}, {"t": 0.9}, {"c": 0.9}, {"a": 0.4, "o": 0.5})
+    frames[:, ID[" c"]] = frames[:, ID[" a"]] = frames[:, ID[" o"]] = -100.0  # no space is heard
+    assert _greedy(frames) == "catco"
+    search = LexiconBeamSearch(TEXTS, 0, TEXT_IDS, LexiconParams())
+    spaced, spaceless = Lexicon({"cat": 1.0, "ca": 1.0}), Lexicon({"cat": 1.0, "ca": 1.0}, spaceless=True)
+    assert "".join(TEXTS[i] for i in search.decode(frames, spaceless)) == "catca"  # "cat" + "ca", both listed
+    # Read as a spaced language, "catc..." is one unlisted word: dropping its tail to blanks costs less.
+    assert "".join(TEXTS[i] for i in search.decode(frames, spaced)) == "cat"
+
+
 def test_an_empty_lexicon_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one word"):
         Lexicon({})
