@@ -30,6 +30,8 @@ class LexiconParams:
     # Per frame, only tokens within `token_prune` of the frame's best and among its `token_top_k` best extend.
     token_prune: float = 16.0
     token_top_k: int = 12
+    # Hypotheses further than this below the best are dropped even when the beam has room.
+    score_prune: float = 25.0
     lm_weight: float = 0.7  # times log P(word) for a listed word
     word_bonus: float = 4.0  # per listed word, against the LM's pull toward fewer, longer words
     oov_penalty: float = -40.0  # per word outside the list (and for a partial word no listed word begins with)
@@ -64,12 +66,6 @@ def _logaddexp(a: float, b: float) -> float:
     return max(a, b) + math.log1p(math.exp(-abs(a - b)))
 
 
-def _add(beams: dict[int, list[float]], h: int, blank: float, token: float) -> None:
-    """Add path probabilities to hypothesis `h`'s [ends in blank, ends in token] (log domain)."""
-    slot = beams.setdefault(h, [NEG_INF, NEG_INF])
-    slot[0], slot[1] = _logaddexp(slot[0], blank), _logaddexp(slot[1], token)
-
-
 class LexiconBeamSearch:
     """Decodes one window's CTC log-probabilities `[frames, V]` into token ids, word list in hand."""
 
@@ -84,26 +80,23 @@ class LexiconBeamSearch:
     def decode(self, logprobs: np.ndarray, lexicon: Lexicon) -> list[int]:
         """The best token sequence under acoustic score + word-list score (highest total at the last frame)."""
         p = self.params
-        # Hypotheses are interned: id -> (parent id, last token, score of finished words, current word).
-        parent, token, finished, word = [-1], [-1], [0.0], [""]
+        # Hypotheses are interned: id -> parent id, last token, score of its finished words, its current word,
+        # and its word-list score while that word is open (`partial`).
+        parent, token, finished, word, partial = [-1], [-1], [0.0], [""], [0.0]
         children: dict[tuple[int, int], int] = {}
         beams: dict[int, list[float]] = {0: [0.0, NEG_INF]}  # id -> [log P(ends in blank), log P(ends in token)]
 
         def child(h: int, c: int) -> int:
-            key = (h, c)
-            if key not in children:
-                text = self.texts[c]
-                if text.startswith(" ") or h == 0 or self._ends_word(word[h], text, lexicon):
-                    done = finished[h] + (self._word_score(word[h], lexicon) if word[h] else 0.0)
-                    current = text.strip()
-                else:
-                    done, current = finished[h], word[h] + text
-                children[key] = len(parent)
-                parent.append(h), token.append(c), finished.append(done), word.append(current)
-            return children[key]
-
-        def partial(h: int) -> float:
-            return finished[h] + (0.0 if not word[h] or word[h] in lexicon.prefixes else p.oov_penalty)
+            text = self.texts[c]
+            if text.startswith(" ") or h == 0 or self._ends_word(word[h], text, lexicon):
+                done = finished[h] + (self._word_score(word[h], lexicon) if word[h] else 0.0)
+                current = text.strip()
+            else:
+                done, current = finished[h], word[h] + text
+            q = children[(h, c)] = len(parent)
+            parent.append(h), token.append(c), finished.append(done), word.append(current)
+            partial.append(done + (0.0 if not current or current in lexicon.prefixes else p.oov_penalty))
+            return q
 
         masked = np.where(self._allowed_ids(lexicon, logprobs.shape[1]), logprobs, NEG_INF)
         for t in range(logprobs.shape[0]):
@@ -111,17 +104,33 @@ class LexiconBeamSearch:
             blank_lp = float(row[self.blank])
             candidates = self._candidates(masked[t])
             extended: dict[int, list[float]] = {}
+            # The hot loop of decoding: path sums are inlined rather than calling `_add` per path.
             for h, (pb, pnb) in beams.items():
                 total = _logaddexp(pb, pnb)
-                _add(extended, h, total + blank_lp, NEG_INF)
                 last = token[h]
-                if last >= 0:
-                    _add(extended, h, NEG_INF, pnb + float(row[last]))  # the last token held: same hypothesis
+                held = pnb + float(row[last]) if last >= 0 else NEG_INF  # the last token held: same hypothesis
+                slot = extended.get(h)
+                if slot is None:
+                    extended[h] = [total + blank_lp, held]
+                else:
+                    slot[0], slot[1] = _logaddexp(slot[0], total + blank_lp), _logaddexp(slot[1], held)
                 for c, lp in candidates:
+                    q = children.get((h, c))
+                    if q is None:
+                        q = child(h, c)
                     # A repeat of the last token is a new token only after a blank.
-                    _add(extended, child(h, c), NEG_INF, (pb if c == last else total) + lp)
-            ranked = sorted(extended.items(), key=lambda kv: -(_logaddexp(*kv[1]) + partial(kv[0])))
-            beams = dict(ranked[: p.beam_width])
+                    path = (pb if c == last else total) + lp
+                    slot = extended.get(q)
+                    if slot is None:
+                        extended[q] = [NEG_INF, path]
+                    else:
+                        slot[1] = _logaddexp(slot[1], path)
+            if not candidates:
+                beams = extended  # no new hypothesis: the same ones, at most beam_width, nothing to rank
+                continue
+            scored = sorted(((_logaddexp(*paths) + partial[h], h) for h, paths in extended.items()), reverse=True)
+            floor = scored[0][0] - p.score_prune
+            beams = {h: extended[h] for score, h in scored[: p.beam_width] if score >= floor}
 
         def final(h: int) -> float:
             score = _logaddexp(*beams[h]) + finished[h]
