@@ -3,8 +3,9 @@ each of its six languages with the right language tag and a low character error 
 
 Sentences 300-305 of each language's held-out stream: never trained on, and neither `diffusion-asr eval`
 (sentences 0-99) nor the tuning of the sampler (200-249) or of the word-list search (100-299) reads them. This
-model's CER on them: en 17%, de 2%, fr 13%, es 0%, hi 5%, zh 31% (greedy CTC alone: 29/10/31/10/13/31%). Each
-bound lies between the two, so a broken model (90-100%) and a lost word list both fail.
+model's CER on them: en 17%, de 2%, fr 13%, es 0%, hi 3%, zh 27% (greedy CTC alone: 29/10/31/10/13/31%). The
+bounds of the spaced languages lie between the two, so a broken model (90-100%) and a lost word list both fail;
+Mandarin's (1.5x) is too close to its greedy reading for six short sentences to tell the two apart.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from app.training.data import clip_rng
 from app.training.evaluate import cer
 
 FIRST_SENTENCE, SENTENCES = 300, 6
-MAX_CER = {"en": 0.25, "de": 0.07, "fr": 0.22, "es": 0.06, "hi": 0.09, "zh": 0.50}
+MAX_CER = {"en": 0.25, "de": 0.07, "fr": 0.22, "es": 0.06, "hi": 0.09, "zh": 0.40}
 
 
 @pytest.fixture(scope="module")
