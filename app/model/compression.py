@@ -69,7 +69,7 @@ def ctc_alignment(logprobs: np.ndarray, ids: list[int], blank: int) -> np.ndarra
     path = np.empty(frames, dtype=np.int64)
     for t in range(frames - 1, -1, -1):
         path[t] = end
-        end -= back[t, end]
+        end -= int(back[t, end])  # a Python int: int8 arithmetic would wrap past 127 states
     return np.where(path % 2 == 1, path // 2, -1)
 
 

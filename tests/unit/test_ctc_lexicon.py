@@ -115,6 +115,15 @@ def test_alignment_is_the_most_likely_of_all_paths_of_its_tokens() -> None:
         assert sum(frames[t, p] for t, p in enumerate(labels)) == pytest.approx(best)
 
 
+def test_alignment_of_a_long_reading_spans_more_states_than_a_byte_counts() -> None:
+    rng = np.random.default_rng(2)
+    ids = rng.integers(1, len(TEXTS), size=90).tolist()  # 181 states
+    frames = np.log(rng.dirichlet(np.ones(len(TEXTS)), size=200))
+    path = ctc_alignment(frames, ids, 0)
+    runs = [k for i, k in enumerate(path) if k >= 0 and (i == 0 or k != path[i - 1])]
+    assert runs == list(range(len(ids)))
+
+
 def test_alignment_is_none_when_the_tokens_do_not_fit_the_frames() -> None:
     frames = _frames({"c": 0.8}, {"c": 0.8})
     assert ctc_alignment(frames, [ID["c"], ID["c"]], 0) is None  # two equal tokens need a blank between
