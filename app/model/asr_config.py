@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from app.model.ctc_lexicon import LexiconParams
+
 SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "de", "fr", "es", "hi", "zh")
 
 # Languages written without spaces between words.
@@ -60,11 +62,12 @@ class AsrConfig:
     # How that CTC start canvas is read: "greedy", the best path; "lexicon", a beam search that weighs the
     # adapter's word list of the tagged language (`lexicon/<lang>.tsv`, word and frequency) against the audio
     # (`app.model.ctc_lexicon`). A language without a list is read greedily. Needs canvas_init "ctc".
+    # The search's weights (`LexiconParams`, whose defaults they take).
     ctc_decoding: str = "greedy"
-    lexicon_beam_width: int = 32
-    lexicon_lm_weight: float = 0.7  # times the natural log of a listed word's unigram probability
-    lexicon_word_bonus: float = 4.0  # per listed word
-    lexicon_oov_penalty: float = -40.0  # per word the list does not have
+    lexicon_beam_width: int = LexiconParams.beam_width
+    lexicon_lm_weight: float = LexiconParams.lm_weight  # times the natural log of a listed word's probability
+    lexicon_word_bonus: float = LexiconParams.word_bonus  # per listed word
+    lexicon_oov_penalty: float = LexiconParams.oov_penalty  # per word the list does not have
     # Entropy-bound sampler and schedule (the stock DiffusionGemma defaults).
     entropy_bound: float = 0.1
     t_min: float = 0.4

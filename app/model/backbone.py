@@ -36,6 +36,14 @@ def load_lora(model: DiffusionGemmaForBlockDiffusion, path: str) -> DiffusionGem
     return peft_model.base_model.model
 
 
+def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """The backbone's final logit soft-capping, as `DiffusionGemmaForBlockDiffusion.forward` applies it."""
+    logits = logits.float()
+    if cap is None:
+        return logits
+    return torch.tanh(logits / cap) * cap
+
+
 @dataclass(frozen=True)
 class Prompt:
     """Token ids of one prompt and where its audio slots are."""

@@ -54,9 +54,6 @@ class Lexicon:
         # The script of the language: no word, listed or not, is spelt with a character outside it.
         self.alphabet = frozenset("".join(self.log_prob))
 
-    def __len__(self) -> int:
-        return len(self.log_prob)
-
 
 def _logaddexp(a: float, b: float) -> float:
     if a == NEG_INF:

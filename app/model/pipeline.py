@@ -17,11 +17,13 @@ import torch
 from app.audio.vad import AudioWindow, VoiceActivityDetector, split_windows
 from app.model import encoder as whisper
 from app.model.asr_config import SPACELESS_LANGUAGES, AsrConfig
-from app.model.backbone import Prefill, PromptBuilder, load_lora, next_token_among, prefill, prompt_embeddings
+from app.model.backbone import (
+    Prefill, PromptBuilder, load_lora, next_token_among, prefill, prompt_embeddings, softcap,
+)
 from app.model.checkpoint import (
     CheckpointError, CheckpointPaths, default_device, default_dtype, load_lexicons, load_projector, load_tokenizer,
 )
-from app.model.compression import compress_runs, ctc_alignment, ctc_canvas_prior, prompt_audio
+from app.model.compression import compress_runs, ctc_alignment, ctc_canvas_prior, ctc_compress, prompt_audio
 from app.model.ctc_lexicon import Lexicon, LexiconBeamSearch, LexiconParams
 from app.model.denoiser import DenoiseJob, SamplingParams, denoise_all
 from app.model.projector import audio_slots
@@ -171,13 +173,14 @@ class AsrPipeline:
     @torch.no_grad()
     def encode_projected(self, projected: torch.Tensor, num_samples: list[int]) -> list[EncodedWindow]:
         """`encode` from the projector's output `[B, audio_slots, hidden]` and each window's length in samples."""
-        audio = self.compress(projected)
         if self.lexicon_search is None:
-            return [EncodedWindow(row) for row in audio]
-        logits = self.backbone.lm_head(projected).float()
-        cap = self.backbone.final_logit_softcapping
-        # The backbone's own soft-capping (as in its forward), so the search reads what CTC was trained on.
-        logprobs = (torch.tanh(logits / cap) * cap if cap else logits).log_softmax(dim=-1).cpu()
+            return [EncodedWindow(row) for row in self.compress(projected)]
+        # One lm_head pass serves both: its argmax merges the prompt's audio (`audio_compression` is "ctc" for
+        # any checkpoint that reads its CTC start with word lists), its soft-capped log-probabilities, which
+        # CTC was trained on, feed the search.
+        logits = softcap(self.backbone.lm_head(projected), self.backbone.final_logit_softcapping)
+        audio = ctc_compress(projected, logits, self.tokenizer.pad_token_id)
+        logprobs = logits.log_softmax(dim=-1).cpu()
         frames = [audio_slots(n, self.projector.subsample, audio.shape[1]) for n in num_samples]
         return [EncodedWindow(row, lp[:n], p) for row, lp, n, p in zip(audio, logprobs, frames, projected)]
 

@@ -150,8 +150,8 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "lexicon", help="add word lists to a checkpoint and decode its CTC start canvas with them",
-        description="Writes adapter/lexicon/<lang>.tsv (wordfreq words and frequencies) for each language "
-                    "written with spaces, and sets ctc_decoding 'lexicon' in the adapter's asr_config.json.",
+        description="Writes adapter/lexicon/<lang>.tsv (wordfreq words and frequencies) for each language, "
+                    "and sets ctc_decoding 'lexicon' in the adapter's asr_config.json.",
     )
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--words", type=int, default=None,

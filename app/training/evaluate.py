@@ -93,10 +93,11 @@ def evaluate_synthetic(pipeline, feats_or_clips, steps: int, seed: int = 0, batc
     `compress`) -> `prefill` (no hint) -> `denoise_all` with the window's generator `window_generator(seed, 0)`
     -> `TranscriptDecoder`. Batching only shares the forward passes; every row draws from its own generator.
     """
+    from app.model.backbone import softcap
     from app.model.denoiser import DenoiseJob, denoise_all
     from app.model.pipeline import window_generator
     from app.model.projector import audio_slots
-    from app.training.losses import greedy_ctc, softcap
+    from app.training.losses import greedy_ctc
 
     clips = list(feats_or_clips)
     if limit is not None:

@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 from transformers import DynamicCache
 
-from app.model.backbone import Prompt, PromptBuilder
+from app.model.backbone import Prompt, PromptBuilder, softcap
 from app.model.checkpoint import ModelParts, asr_config_for
 from app.model.compression import ctc_canvas, ctc_canvas_prior, prompt_audio
 from app.model.presets import ModelDims
@@ -131,7 +131,7 @@ class AsrTrainer:
         """
         positions = min(self.dims.encoder_positions, int(batch.slots.max()) * self.dims.subsample)
         audio = self.parts.projector(whisper_prefix(self.encoder, batch.features, positions))
-        logits = losses.softcap(self.model.lm_head(audio), self.cap)
+        logits = softcap(self.model.lm_head(audio), self.cap)
         l_ctc = losses.ctc_loss(logits, batch.slots, batch.targets.ctc, batch.targets.ctc_lengths,
                                 blank=self.parts.tokenizer.pad_token_id)
         nan = torch.tensor(float("nan"))
@@ -213,9 +213,9 @@ class AsrTrainer:
         ar_out = self.model.model.encoder(inputs_embeds=ar_embeds, attention_mask=mask, cache=cache,
                                           position_ids=ar_pos)
         hidden = torch.cat([prompt_hidden[:, -1:], ar_out.last_hidden_state], dim=1)
-        l_ar = losses.ar_loss(losses.softcap(self.model.lm_head(hidden), self.cap), targets.ar_labels)
+        l_ar = losses.ar_loss(softcap(self.model.lm_head(hidden), self.cap), targets.ar_labels)
         # (3) CTC on the projector output through the lm_head
-        ctc_logits = losses.softcap(self.model.lm_head(audio), self.cap)
+        ctc_logits = softcap(self.model.lm_head(audio), self.cap)
         l_ctc = losses.ctc_loss(ctc_logits, batch.slots, targets.ctc, targets.ctc_lengths,
                                 blank=self.parts.tokenizer.pad_token_id)
         total = cfg.w_diffusion * l_diff + cfg.w_ar * l_ar + cfg.w_ctc * l_ctc

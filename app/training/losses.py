@@ -59,14 +59,6 @@ def build_targets(
     return Targets(canvas, content, ar_inputs, ar_labels, ctc, lengths)
 
 
-def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
-    """The backbone's final logit soft-capping, as `DiffusionGemmaForBlockDiffusion.forward` applies it."""
-    logits = logits.float()
-    if cap is None:
-        return logits
-    return torch.tanh(logits / cap) * cap
-
-
 def noise_levels(batch: int, exponent: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-row corrupted fractions `t = u ** exponent`, u ~ U(0, 1) (exponent 1: uniform; below 1: noisier)."""
     return torch.rand(batch, generator=generator) ** exponent
