@@ -27,6 +27,8 @@ CANVAS_POSITIONS: tuple[str, ...] = ("after_prompt", "on_audio")
 CANVAS_PRIORS: tuple[str | None, ...] = (None, "ctc")
 CANVAS_INITS: tuple[str, ...] = ("noise", "ctc")
 CTC_DECODINGS: tuple[str, ...] = ("greedy", "lexicon")
+# How `diffusion-asr lexicon` weighs a list's words: as the training sentences draw them, or as the language uses them.
+LEXICON_PRIORS: tuple[str, ...] = ("training", "wordfreq")
 
 
 @dataclass(frozen=True)

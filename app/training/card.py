@@ -38,16 +38,19 @@ def _what_learned(cfg: dict) -> str:
     return f"All parameters trained {start}"
 
 
-def decoding_md(config: AsrConfig, lexicon_words: dict[str, int]) -> str:
+def decoding_md(config: AsrConfig, lexicons: dict[str, dict[str, float]]) -> str:
     """How the checkpoint reads its CTC start canvas, from its `asr_config.json` and word lists."""
     if config.canvas_init != "ctc" or config.ctc_decoding != "lexicon":
         return ""
-    sizes = ", ".join(f"{lang} {n:,}" for lang, n in sorted(lexicon_words.items()))
+    sizes = ", ".join(f"{lang} {len(counts):,}" for lang, counts in sorted(lexicons.items()))
+    equal = all(len(set(counts.values())) == 1 for counts in lexicons.values())
+    prior = ("every listed word equally likely, as the training sentences draw their words" if equal
+             else "P from the list's weights (wordfreq's frequencies)")
     text = (
         "The canvas starts from the CTC head's reading searched against word lists (`ctc_decoding` \"lexicon\", "
         f"`app/model/ctc_lexicon.py`): a CTC prefix beam search ({config.lexicon_beam_width} hypotheses) that adds, "
         f"per word, {config.lexicon_lm_weight:g} x ln P(word) + {config.lexicon_word_bonus:g} for a listed word and "
-        f"{config.lexicon_oov_penalty:g} for any other, P from wordfreq's frequencies over the list. The lists "
+        f"{config.lexicon_oov_penalty:g} for any other, {prior}. The lists "
         f"(`adapter/lexicon/<lang>.tsv`; words: {sizes}) are the training vocabulary, written by `diffusion-asr "
         "lexicon --model DIR`. Words end at a space, or in Mandarin, written without spaces, where the next "
         "character continues no listed word (longest match). The prompt's audio is then merged along that "

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from app.model.asr_config import CANVAS_INITS, CANVAS_POSITIONS
+from app.model.asr_config import CANVAS_INITS, CANVAS_POSITIONS, LEXICON_PRIORS
 
 # The project's real-speech clips live beside the checkout, not inside it.
 SHARED_AUDIO = Path(__file__).resolve().parents[2].parent / "shared" / "audio"
@@ -60,7 +60,7 @@ def _cmd_lexicon(args: argparse.Namespace) -> int:
     from app.training.lexicon import write_lexicons
     from app.training.texts import LANGS
 
-    for path in write_lexicons(args.model, list(args.languages or LANGS), args.words):
+    for path in write_lexicons(args.model, list(args.languages or LANGS), args.words, args.prior):
         print(f"wrote {path} ({sum(1 for _ in path.open(encoding='utf-8'))} words)")
     print(f"{args.model}: ctc_decoding set to 'lexicon'")
     return 0
@@ -150,13 +150,17 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "lexicon", help="add word lists to a checkpoint and decode its CTC start canvas with them",
-        description="Writes adapter/lexicon/<lang>.tsv (wordfreq words and frequencies) for each language, "
+        description="Writes adapter/lexicon/<lang>.tsv (the training vocabulary and a weight per word) for each "
+                    "language, "
                     "and sets ctc_decoding 'lexicon' in the adapter's asr_config.json.",
     )
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--words", type=int, default=None,
                    help="most frequent words per language (default: the training vocabulary's size)")
     p.add_argument("--languages", nargs="+", default=None, help="default: all six")
+    p.add_argument("--prior", choices=LEXICON_PRIORS, default="training",
+                   help="word weights: 'training' = equal, as the training sentences draw their words (default); "
+                        "'wordfreq' = the language's word frequencies")
     p.set_defaults(func=_cmd_lexicon)
 
 

@@ -251,8 +251,8 @@ def _update_card(model_dir: Path, results_md: str) -> None:
     info_path = model_dir / "adapter" / "train_info.json"
     if info_path.is_file():
         config = AsrConfig.load(model_dir / "adapter" / "asr_config.json")
-        words = {lang: len(counts) for lang, counts in load_lexicons(model_dir / "adapter").items()}
-        card = model_card(json.loads(info_path.read_text(encoding="utf-8")), results_md, decoding_md(config, words))
+        decoding = decoding_md(config, load_lexicons(model_dir / "adapter"))
+        card = model_card(json.loads(info_path.read_text(encoding="utf-8")), results_md, decoding)
         card_path.write_text(card, encoding="utf-8")
         (model_dir / "README.md").write_text(card, encoding="utf-8")
         return

@@ -1,7 +1,8 @@
 """Word lists for lexicon-constrained CTC decoding (`app.model.ctc_lexicon`), written into a checkpoint.
 
-A list is the training text source's own vocabulary with its wordfreq frequencies: the words the model was
-taught to spell, weighted as the language uses them.
+A list is the training text source's own vocabulary: the words the model was taught to spell. Each word is
+weighted as the training sentences draw it (equally, the default), or as the language uses it (wordfreq's
+frequencies, for text that follows the language rather than the synthetic sentences).
 """
 
 from __future__ import annotations
@@ -11,21 +12,32 @@ from pathlib import Path
 
 import wordfreq
 
-from app.model.asr_config import AsrConfig
+from app.model.asr_config import LEXICON_PRIORS, AsrConfig
 from app.model.checkpoint import LEXICON_DIR, CheckpointPaths
 from app.training import texts
 
 
-def lexicon_counts(lang: str, size: int | None = None) -> dict[str, float]:
-    """The `size` most frequent clean words of `lang` (default: the training vocabulary) with their frequency."""
+def lexicon_counts(lang: str, size: int | None = None, prior: str = "training") -> dict[str, float]:
+    """The `size` most frequent clean words of `lang` (default: the training vocabulary) with their weight
+    under `prior`: "training" (all equal) or "wordfreq" (the language's word frequencies)."""
+    words = texts.vocabulary(lang, size)
+    if prior == "training":
+        # `texts.make_sentences` draws every word of a sentence uniformly from this vocabulary, so equal weights
+        # are the training text's own unigram model; wordfreq's weights favour common words, which the
+        # sentences draw no more often than rare ones.
+        return dict.fromkeys(words, 1.0)
+    if prior != "wordfreq":
+        raise ValueError(f"prior must be one of {LEXICON_PRIORS}, got {prior!r}")
     # wordfreq's own table: `word_frequency` would re-tokenize each word (Mandarin needs jieba for that).
     frequency = wordfreq.get_frequency_dict(lang)
-    return {word: frequency[word] for word in texts.vocabulary(lang, size)}
+    return {word: frequency[word] for word in words}
 
 
-def write_lexicons(model: Path, langs: list[str], size: int | None = None) -> list[Path]:
+def write_lexicons(model: Path, langs: list[str], size: int | None = None, prior: str = "training") -> list[Path]:
     """Write `adapter/lexicon/<lang>.tsv` for each language and switch the checkpoint's `ctc_decoding`
     to "lexicon"; returns the files written. The checkpoint must start decoding from the CTC canvas."""
+    if prior not in LEXICON_PRIORS:
+        raise ValueError(f"prior must be one of {LEXICON_PRIORS}, got {prior!r}")
     paths = CheckpointPaths.from_model_dir(model)
     config_path = paths.adapter / "asr_config.json"
     config = AsrConfig.load(config_path)
@@ -35,7 +47,7 @@ def write_lexicons(model: Path, langs: list[str], size: int | None = None) -> li
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for lang in langs:
-        counts = lexicon_counts(lang, size)
+        counts = lexicon_counts(lang, size, prior)
         path = folder / f"{lang}.tsv"
         # repr of the float keeps every digit wordfreq gives, so a reload is exact.
         path.write_text("".join(f"{word}\t{count!r}\n" for word, count in counts.items()), encoding="utf-8")

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from app.model.asr_config import AsrConfig
@@ -37,8 +38,7 @@ def test_the_command_writes_the_vocabulary_of_each_language_and_switches_decodin
     assert set(lists) == {"en", "hi", "zh"}
     for lang, counts in lists.items():
         assert list(counts) == list(texts.vocabulary(lang, 200))
-        assert all(count > 0 for count in counts.values())
-    assert counts_sorted(lists["en"]), "wordfreq's order is most frequent first"
+        assert len(set(counts.values())) == 1 and next(iter(counts.values())) > 0, "the training prior: all equal"
     assert AsrConfig.load(model / "adapter" / "asr_config.json").ctc_decoding == "lexicon"
 
     from app.model.pipeline import load_pipeline
@@ -46,9 +46,23 @@ def test_the_command_writes_the_vocabulary_of_each_language_and_switches_decodin
     assert load_pipeline(model).lexicon_search is not None
 
 
-def counts_sorted(counts: dict[str, float]) -> bool:
-    values = list(counts.values())
-    return all(a >= b for a, b in itertools.pairwise(values))
+def test_the_wordfreq_prior_weighs_words_as_the_language_uses_them(tiny_model_dir, tmp_path):
+    model = _ctc_start_model(tiny_model_dir, tmp_path)
+    out = _lexicon("--model", str(model), "--words", "200", "--languages", "en", "--prior", "wordfreq")
+    assert out.returncode == 0, out.stderr
+    values = list(load_lexicons(model / "adapter")["en"].values())
+    assert all(a >= b > 0 for a, b in itertools.pairwise(values)), "wordfreq's order is most frequent first"
+    assert values[0] > 10 * values[-1]
+
+
+def test_the_training_prior_is_how_the_training_sentences_draw_their_words() -> None:
+    vocabulary = texts.vocabulary("en", 200)
+    drawn = Counter(word for sentence in texts.make_sentences("en", 4000, seed=3, vocab_size=200)
+                    for word in sentence.split())
+    assert set(drawn) <= set(vocabulary)
+    # About 110 draws per word (4,000 sentences of 3-8 words): uniform draws stay well within 2x of each
+    # other; wordfreq's weights for these words span more than 10x.
+    assert max(drawn.values()) < 2 * min(drawn[word] for word in vocabulary)
 
 
 def test_a_checkpoint_that_starts_from_noise_is_refused_and_left_alone(tiny_model_dir, tmp_path):
@@ -62,7 +76,10 @@ def test_a_checkpoint_that_starts_from_noise_is_refused_and_left_alone(tiny_mode
 
 def test_the_card_states_the_search_only_for_checkpoints_that_use_it() -> None:
     lexicon = AsrConfig(audio_compression="ctc", canvas_init="ctc", ctc_decoding="lexicon", lexicon_beam_width=24)
-    card = decoding_md(lexicon, {"en": 3000, "de": 2500})
+    equal = {"en": dict.fromkeys(map(str, range(3000)), 1.0), "de": dict.fromkeys(map(str, range(2500)), 1.0)}
+    card = decoding_md(lexicon, equal)
     assert "24 hypotheses" in card and "de 2,500, en 3,000" in card
     assert str(lexicon.lexicon_oov_penalty).rstrip("0").rstrip(".") in card
-    assert decoding_md(AsrConfig(audio_compression="ctc", canvas_init="ctc"), {"en": 3000}) == ""
+    assert "equally likely" in card and "wordfreq" not in card
+    assert "wordfreq" in decoding_md(lexicon, {**equal, "de": {"und": 0.03, "der": 0.02}})
+    assert decoding_md(AsrConfig(audio_compression="ctc", canvas_init="ctc"), equal) == ""
