@@ -70,6 +70,7 @@ class AsrConfig:
     lexicon_lm_weight: float = LexiconParams.lm_weight  # times the natural log of a listed word's probability
     lexicon_word_bonus: float = LexiconParams.word_bonus  # per listed word
     lexicon_oov_penalty: float = LexiconParams.oov_penalty  # per word the list does not have
+    lexicon_token_bonus: float = LexiconParams.token_bonus  # per token of the reading
     # Entropy-bound sampler and schedule (the stock DiffusionGemma defaults).
     entropy_bound: float = 0.1
     t_min: float = 0.4

@@ -33,8 +33,11 @@ class LexiconParams:
     # Hypotheses further than this below the best are dropped even when the beam has room.
     score_prune: float = 25.0
     lm_weight: float = 0.7  # times log P(word) for a listed word
-    word_bonus: float = 4.0  # per listed word, against the LM's pull toward fewer, longer words
+    word_bonus: float = 2.0  # per listed word, against the LM's pull toward fewer, longer words
     oov_penalty: float = -40.0  # per word outside the list (and for a partial word no listed word begins with)
+    # Per emitted token: the CTC head drops letters it hears faintly (plural -s, silent -e) more often than it
+    # invents them, so a reading is rewarded for its length as well as scored by its paths.
+    token_bonus: float = 2.0
 
 
 class Lexicon:
@@ -78,8 +81,8 @@ class LexiconBeamSearch:
         """The best token sequence under acoustic score + word-list score (highest total at the last frame)."""
         p = self.params
         # Hypotheses are interned: id -> parent id, last token, score of its finished words, its current word,
-        # and its word-list score while that word is open (`partial`).
-        parent, token, finished, word, partial = [-1], [-1], [0.0], [""], [0.0]
+        # its score beyond the audio while that word is open (`partial`: words and tokens so far), its tokens.
+        parent, token, finished, word, partial, depth = [-1], [-1], [0.0], [""], [0.0], [0]
         children: dict[tuple[int, int], int] = {}
         beams: dict[int, list[float]] = {0: [0.0, NEG_INF]}  # id -> [log P(ends in blank), log P(ends in token)]
 
@@ -92,7 +95,9 @@ class LexiconBeamSearch:
                 done, current = finished[h], word[h] + text
             q = children[(h, c)] = len(parent)
             parent.append(h), token.append(c), finished.append(done), word.append(current)
-            partial.append(done + (0.0 if not current or current in lexicon.prefixes else p.oov_penalty))
+            depth.append(depth[h] + 1)
+            partial.append(done + p.token_bonus * depth[q]
+                           + (0.0 if not current or current in lexicon.prefixes else p.oov_penalty))
             return q
 
         masked = np.where(self._allowed_ids(lexicon, logprobs.shape[1]), logprobs, NEG_INF)
@@ -130,7 +135,7 @@ class LexiconBeamSearch:
             beams = {h: extended[h] for score, h in scored[: p.beam_width] if score >= floor}
 
         def final(h: int) -> float:
-            score = _logaddexp(*beams[h]) + finished[h]
+            score = _logaddexp(*beams[h]) + finished[h] + p.token_bonus * depth[h]
             return score + (self._word_score(word[h], lexicon) if word[h] else 0.0)
 
         best = max(beams, key=final)

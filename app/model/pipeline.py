@@ -131,7 +131,8 @@ class AsrPipeline:
             raise CheckpointError(f"{self.paths.adapter}: ctc_decoding is 'lexicon' but there is no lexicon/*.tsv")
         c = self.config
         params = LexiconParams(beam_width=c.lexicon_beam_width, lm_weight=c.lexicon_lm_weight,
-                               word_bonus=c.lexicon_word_bonus, oov_penalty=c.lexicon_oov_penalty)
+                               word_bonus=c.lexicon_word_bonus, oov_penalty=c.lexicon_oov_penalty,
+                               token_bonus=c.lexicon_token_bonus)
         texts = [self.tokenizer.decode([i]) for i in range(len(self.tokenizer))]
         specials = set(self.tokenizer.all_special_ids) | set(self.transcripts.tag_ids)
         text_ids = np.array([i for i in range(len(texts)) if i not in specials], dtype=np.int64)

@@ -55,6 +55,16 @@ def test_word_boundaries_follow_the_space_tokens_and_each_word_is_scored() -> No
     assert _decode(frames, {"cat": 1.0, "act": 1.0}) == "cat act"
 
 
+def test_the_token_bonus_keeps_a_faint_letter_that_tells_two_listed_words_apart() -> None:
+    # A trailing "o" heard at 0.3 (blank 0.6): the paths alone prefer dropping it, as the CTC head drops a
+    # plural -s; each emitted token's bonus outweighs that (ln(0.65 / 0.3) < 2).
+    frames = _frames({"c": 0.9}, {"a": 0.9}, {"t": 0.9}, {"o": 0.3, "<pad>": 0.6})
+    words = {"cat": 1.0, "cato": 1.0}
+    assert _decode(frames, words, token_bonus=0.0) == "cat"
+    assert _decode(frames, words) == "cato"
+    assert _decode(_frames({"c": 0.9}, {"a": 0.9}, {"t": 0.9}, {"o": 0.01, "<pad>": 0.9}), words) == "cat"
+
+
 def test_repeats_need_a_blank_between_them_as_in_ctc() -> None:
     held = _frames({"t": 0.9}, {"o": 0.9}, {"o": 0.9})
     split = _frames({"t": 0.9}, {"o": 0.9}, {"<pad>": 0.9}, {"o": 0.9})
