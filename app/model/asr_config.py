@@ -71,6 +71,11 @@ class AsrConfig:
     lexicon_word_bonus: float = LexiconParams.word_bonus  # per listed word
     lexicon_oov_penalty: float = LexiconParams.oov_penalty  # per word the list does not have
     lexicon_token_bonus: float = LexiconParams.token_bonus  # per token of the reading
+    # Without a hint, up to this many of the autoregressive head's likeliest languages are each searched in their
+    # own list and the best-scoring reading names the language (1: the head's choice alone); a runner-up is
+    # searched only when the head gives it at least `lexicon_language_doubt`.
+    lexicon_languages: int = 2
+    lexicon_language_doubt: float = 0.01
     # Entropy-bound sampler and schedule (the stock DiffusionGemma defaults).
     entropy_bound: float = 0.1
     t_min: float = 0.4
@@ -89,6 +94,8 @@ class AsrConfig:
                 raise ValueError(f"{name} 'ctc' reads CTC-compressed audio: it needs audio_compression 'ctc'")
         if self.ctc_decoding == "lexicon" and self.canvas_init != "ctc":
             raise ValueError("ctc_decoding 'lexicon' reads the CTC start canvas: it needs canvas_init 'ctc'")
+        if self.lexicon_languages < 1:
+            raise ValueError(f"lexicon_languages must be at least 1, got {self.lexicon_languages}")
 
     def language_tag(self, lang: str) -> str | None:
         """The tag token text for `lang`, when the checkpoint's format defines one."""

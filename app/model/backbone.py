@@ -136,11 +136,14 @@ def prefill(
 
 
 @torch.no_grad()
-def next_token_among(model: DiffusionGemmaForBlockDiffusion, state: Prefill, allowed: list[int]) -> int:
-    """The autoregressive head's choice among `allowed` for the token after the prompt.
+def next_tokens_among(model: DiffusionGemmaForBlockDiffusion, state: Prefill,
+                      allowed: list[int]) -> list[tuple[int, float]]:
+    """`allowed` with the autoregressive head's probability for each as the token after the prompt (renormalised
+    over `allowed`), most likely first.
 
     Training's autoregressive loss reads the tag from exactly this position (the lm_head over the prompt's last
-    hidden state); the backbone's logit soft-capping is monotonic, so it is left out of the argmax.
+    hidden state, soft-capped as in training).
     """
-    logits = model.lm_head(state.last_hidden)[allowed]
-    return allowed[int(logits.argmax())]
+    logits = softcap(model.lm_head(state.last_hidden), model.final_logit_softcapping)
+    probs = logits[allowed].float().softmax(dim=-1)
+    return [(allowed[int(i)], float(probs[i])) for i in probs.argsort(descending=True)]

@@ -79,6 +79,10 @@ class LexiconBeamSearch:
 
     def decode(self, logprobs: np.ndarray, lexicon: Lexicon) -> list[int]:
         """The best token sequence under acoustic score + word-list score (highest total at the last frame)."""
+        return self.decode_scored(logprobs, lexicon)[0]
+
+    def decode_scored(self, logprobs: np.ndarray, lexicon: Lexicon) -> tuple[list[int], float]:
+        """`decode` and that reading's total score (log domain), comparable across lists of the same size."""
         p = self.params
         # Hypotheses are interned: id -> parent id, last token, score of its finished words, its current word,
         # its score beyond the audio while that word is open (`partial`: words and tokens so far), its tokens.
@@ -139,11 +143,12 @@ class LexiconBeamSearch:
             return score + (self._word_score(word[h], lexicon) if word[h] else 0.0)
 
         best = max(beams, key=final)
+        score = final(best)
         ids = []
         while best > 0:
             ids.append(token[best])
             best = parent[best]
-        return ids[::-1]
+        return ids[::-1], score
 
     def _allowed_ids(self, lexicon: Lexicon, width: int) -> np.ndarray:
         """Blank and the text tokens spelt in the lexicon's alphabet, over the lm_head's `width` ids (which may

@@ -18,7 +18,7 @@ from app.audio.vad import AudioWindow, VoiceActivityDetector, split_windows
 from app.model import encoder as whisper
 from app.model.asr_config import SPACELESS_LANGUAGES, AsrConfig
 from app.model.backbone import (
-    Prefill, PromptBuilder, load_lora, next_token_among, prefill, prompt_embeddings, softcap,
+    Prefill, PromptBuilder, load_lora, next_tokens_among, prefill, prompt_embeddings, softcap,
 )
 from app.model.checkpoint import (
     CheckpointError, CheckpointPaths, default_device, default_dtype, load_lexicons, load_projector, load_tokenizer,
@@ -105,6 +105,7 @@ class AsrPipeline:
         self.lexicons = {lang: Lexicon(counts, spaceless=lang in SPACELESS_LANGUAGES)
                          for lang, counts in load_lexicons(paths.adapter).items()}
         self.lexicon_search = self._lexicon_search() if self.config.ctc_decoding == "lexicon" else None
+        self._tag_of = {lang: tag for tag, lang in self.transcripts.tag_ids.items()}
         self._check_shapes()
         self._vad: VoiceActivityDetector | None = None
 
@@ -191,17 +192,24 @@ class AsrPipeline:
         built = self.prompts.build(language, prompt)
         audio = encoded.audio
         state = prefill(self.backbone, prompt_embeddings(self.backbone, built, audio), built.canvas_start)
-        tag = None
+        ranked: list[tuple[int, float]] = []
         if self.config.canvas_init == "ctc" and self.transcripts.tag_ids:
             # Handed a transcript, the decoder reads the language from its (misspelt) text more than from
             # the audio; the autoregressive head at the prompt's end reads it from the audio alone.
-            tag = next_token_among(self.backbone, state, list(self.transcripts.tag_ids))
-        reading = self._lexicon_reading(encoded, language or self.transcripts.tag_ids.get(tag))
+            ranked = next_tokens_among(self.backbone, state, list(self.transcripts.tag_ids))
+        tag = ranked[0][0] if ranked else None
+        # The head's runners-up the audio leaves in doubt are searched too (each search costs 20-80 ms).
+        doubtful = [self.transcripts.tag_ids[t] for i, (t, prob) in enumerate(ranked)
+                    if i == 0 or prob >= self.config.lexicon_language_doubt]
+        candidates = [language] if language else doubtful[: self.config.lexicon_languages]
+        reading = self._lexicon_reading(encoded, candidates)
         ids = None
         if reading is not None:
             # The prompt's audio again, merged by the frames that spoke each token of the new reading: canvas
             # slot k and audio slot k must hold the same token, as under greedy compression.
-            ids, audio = reading
+            ids, audio, read_as = reading
+            if not language:
+                tag = self._tag_of[read_as]
             state = prefill(self.backbone, prompt_embeddings(self.backbone, built, audio), built.canvas_start)
         if "ctc" in (self.config.canvas_prior, self.config.canvas_init):
             # One lm_head pass serves both: the CTC canvas is the prior's argmax (`ctc_canvas`).
@@ -214,20 +222,28 @@ class AsrPipeline:
             state.tag = tag
         return state
 
-    def _lexicon_reading(self, encoded: EncodedWindow, language: str | None) -> tuple[list[int], torch.Tensor] | None:
-        """The word-list search's token ids for one window and the prompt audio compressed along them, or None
-        where the checkpoint, the language or the window has no word-list reading."""
-        lexicon = self.lexicons.get(language or "")
-        if self.lexicon_search is None or lexicon is None or encoded.ctc_logprobs is None:
+    def _lexicon_reading(self, encoded: EncodedWindow, languages: list[str]
+                         ) -> tuple[list[int], torch.Tensor, str] | None:
+        """The word-list search's token ids for one window, the prompt audio compressed along them and their
+        language, or None where the checkpoint, the first language or the window has no word-list reading.
+
+        Each of `languages` (likeliest first) that has a list is searched and the best-scoring reading wins: on
+        a short clip the autoregressive head can be sure of a wrong language whose list the audio fits badly."""
+        if self.lexicon_search is None or encoded.ctc_logprobs is None or not languages:
+            return None
+        if languages[0] not in self.lexicons:
             return None
         logprobs = encoded.ctc_logprobs.numpy()
-        ids = self.lexicon_search.decode(logprobs, lexicon)[: self.config.canvas_length - 2]
+        readings = [(self.lexicon_search.decode_scored(logprobs, self.lexicons[lang]), lang)
+                    for lang in languages if lang in self.lexicons]
+        (ids, _), language = max(readings, key=lambda reading: reading[0][1])
+        ids = ids[: self.config.canvas_length - 2]
         token_of_frame = ctc_alignment(logprobs, ids, self.tokenizer.pad_token_id)
         if token_of_frame is None:
             return None
         runs = torch.full((1, encoded.projected.shape[0]), -1, dtype=torch.long, device=self.device)
         runs[0, : len(token_of_frame)] = torch.from_numpy(token_of_frame).to(self.device)
-        return ids, compress_runs(encoded.projected[None], runs)[0]
+        return ids, compress_runs(encoded.projected[None], runs)[0], language
 
     def _canvas(self, ids: list[int]) -> torch.Tensor:
         """Canvas slots 1.. for a transcript's ids: the ids (cut to fit), `<eos>`, then `<pad>`."""

@@ -94,3 +94,32 @@ def test_a_malformed_list_line_is_named_with_its_file_and_line(tiny_model_dir, t
     (model / "adapter" / "lexicon" / "en.tsv").write_text("the\t3\ncat three\n")
     with pytest.raises(CheckpointError, match=r"en\.tsv:2"):
         load_pipeline(model)
+
+
+def test_a_runner_up_language_in_doubt_is_read_in_its_own_list_and_the_better_reading_names_it(tiny_model_dir,
+                                                                                                 tmp_path):
+    from app.model.backbone import next_tokens_among, prefill, prompt_embeddings
+
+    model = _lexicon_model(tiny_model_dir, tmp_path / "a")
+    head_only = load_pipeline(model, device=torch.device("cpu"), dtype=torch.float32)
+    [window] = head_only.encode([_speech(2)])
+    built = head_only.prompts.build(None, None)
+    state = prefill(head_only.backbone, prompt_embeddings(head_only.backbone, built, window.audio), built.canvas_start)
+    ranked = next_tokens_among(head_only.backbone, state, list(head_only.transcripts.tag_ids))
+    first, second = (head_only.transcripts.tag_ids[tag] for tag, _ in ranked[:2])
+    # The head's first language gets a list the audio fits worse than the runner-up's: one long word.
+    (model / "adapter" / "lexicon" / f"{first}.tsv").write_text("mattresses\t1\n")
+    config = model / "adapter" / "asr_config.json"
+    for languages, expected in ((1, first), (2, second)):
+        config.write_text(json.dumps({**json.loads(config.read_text()), "lexicon_languages": languages,
+                                      "lexicon_language_doubt": 0.0}))
+        pipeline = load_pipeline(model, device=torch.device("cpu"), dtype=torch.float32)
+        logprobs = window.ctc_logprobs.numpy()
+        scores = {lang: pipeline.lexicon_search.decode_scored(logprobs, pipeline.lexicons[lang])[1]
+                  for lang in (first, second)}
+        assert scores[second] > scores[first]
+        assert pipeline.transcripts.tag_ids[pipeline.prefill(window, None, None).tag] == expected
+    # A runner-up the head is sure against is not searched.
+    config.write_text(json.dumps({**json.loads(config.read_text()), "lexicon_language_doubt": 1.0}))
+    pipeline = load_pipeline(model, device=torch.device("cpu"), dtype=torch.float32)
+    assert pipeline.transcripts.tag_ids[pipeline.prefill(window, None, None).tag] == first
