@@ -96,6 +96,8 @@ class AsrConfig:
             raise ValueError("ctc_decoding 'lexicon' reads the CTC start canvas: it needs canvas_init 'ctc'")
         if self.lexicon_languages < 1:
             raise ValueError(f"lexicon_languages must be at least 1, got {self.lexicon_languages}")
+        if not 0.0 <= self.lexicon_language_doubt <= 1.0:
+            raise ValueError(f"lexicon_language_doubt is a probability in [0, 1], got {self.lexicon_language_doubt}")
 
     def language_tag(self, lang: str) -> str | None:
         """The tag token text for `lang`, when the checkpoint's format defines one."""

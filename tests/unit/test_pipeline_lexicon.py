@@ -123,3 +123,11 @@ def test_a_runner_up_language_in_doubt_is_read_in_its_own_list_and_the_better_re
     config.write_text(json.dumps({**json.loads(config.read_text()), "lexicon_language_doubt": 1.0}))
     pipeline = load_pipeline(model, device=torch.device("cpu"), dtype=torch.float32)
     assert pipeline.transcripts.tag_ids[pipeline.prefill(window, None, None).tag] == first
+
+
+@pytest.mark.parametrize(("key", "value"), [("lexicon_languages", 0), ("lexicon_language_doubt", 1.5)])
+def test_language_check_settings_out_of_range_are_refused_by_name(key, value) -> None:
+    from app.model.asr_config import AsrConfig
+
+    with pytest.raises(ValueError, match=key):
+        AsrConfig(audio_compression="ctc", canvas_init="ctc", ctc_decoding="lexicon", **{key: value})
