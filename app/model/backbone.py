@@ -145,5 +145,5 @@ def next_tokens_among(model: DiffusionGemmaForBlockDiffusion, state: Prefill,
     hidden state, soft-capped as in training).
     """
     logits = softcap(model.lm_head(state.last_hidden), model.final_logit_softcapping)
-    probs = logits[allowed].float().softmax(dim=-1)
+    probs = logits[allowed].softmax(dim=-1)  # `softcap` returns fp32
     return [(allowed[int(i)], float(probs[i])) for i in probs.argsort(descending=True)]

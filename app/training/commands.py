@@ -151,8 +151,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "lexicon", help="add word lists to a checkpoint and decode its CTC start canvas with them",
         description="Writes adapter/lexicon/<lang>.tsv (the training vocabulary and a weight per word) for each "
-                    "language, "
-                    "and sets ctc_decoding 'lexicon' in the adapter's asr_config.json.",
+                    "language, and sets ctc_decoding 'lexicon' in the adapter's asr_config.json.",
     )
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--words", type=int, default=None,

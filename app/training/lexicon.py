@@ -36,18 +36,17 @@ def lexicon_counts(lang: str, size: int | None = None, prior: str = "training") 
 def write_lexicons(model: Path, langs: list[str], size: int | None = None, prior: str = "training") -> list[Path]:
     """Write `adapter/lexicon/<lang>.tsv` for each language and switch the checkpoint's `ctc_decoding`
     to "lexicon"; returns the files written. The checkpoint must start decoding from the CTC canvas."""
-    if prior not in LEXICON_PRIORS:
-        raise ValueError(f"prior must be one of {LEXICON_PRIORS}, got {prior!r}")
     paths = CheckpointPaths.from_model_dir(model)
     config_path = paths.adapter / "asr_config.json"
     config = AsrConfig.load(config_path)
     if config.canvas_init != "ctc":
         raise ValueError(f"{model}: canvas_init is {config.canvas_init!r}; word lists steer the 'ctc' start only")
+    # Every list is built before any is written, so a bad `prior` leaves the checkpoint untouched.
+    lists = {lang: lexicon_counts(lang, size, prior) for lang in langs}
     folder = paths.adapter / LEXICON_DIR
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for lang in langs:
-        counts = lexicon_counts(lang, size, prior)
+    for lang, counts in lists.items():
         path = folder / f"{lang}.tsv"
         # repr of the float keeps every digit wordfreq gives, so a reload is exact.
         path.write_text("".join(f"{word}\t{count!r}\n" for word, count in counts.items()), encoding="utf-8")
