@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from app.model.asr_config import SUPPORTED_LANGUAGES
+from app.languages import SUPPORTED_LANGUAGES
+from app.request_options import MAX_STEPS, MIN_STEPS
 
 log = logging.getLogger("diffusion_asr")
 
@@ -33,24 +34,30 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None)
 
 
-def _settings_from(args: argparse.Namespace):
-    from app.config import Settings
+_SETTING_FLAGS = ("model", "encoder", "backbone", "adapter", "device", "host", "port")
 
-    overrides = {k: v for k in ("model", "encoder", "backbone", "adapter", "device", "host", "port")
-                 if (v := getattr(args, k, None)) is not None}
-    return Settings(**overrides)
+
+def _setting_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The settings given as flags, by their flat names."""
+    return {k: v for k in _SETTING_FLAGS if (v := getattr(args, k, None)) is not None}
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from app.audio.decode import AudioLimits, decode_audio
+    from app.checkpoint.loading import load_from_settings
+    from app.config import Settings
     from app.formats import render
-    from app.model.loading import load_from_settings
-    from app.model.pipeline import DecodeOptions
+    from app.request_options import RequestOptions, RequestResolver, parse_options
 
-    settings = _settings_from(args)
-    pipeline = load_from_settings(settings)
-    limits = AudioLimits(max_bytes=int(settings.max_upload_mb * 1024 * 1024), max_seconds=settings.max_audio_seconds)
-    options = DecodeOptions(language=args.language, prompt=args.prompt, steps=args.steps, seed=args.seed)
+    settings = Settings.flat(**_setting_overrides(args))
+    request = parse_options(RequestOptions, {"language": args.language, "prompt": args.prompt,
+                                             "denoising_steps": args.steps, "seed": args.seed})
+    pipeline = load_from_settings(settings.model)
+    resolver = RequestResolver.for_model(pipeline.languages, pipeline.default_steps, settings.model.denoising_steps,
+                                         settings.model.default_seed, settings.server.max_prompt_chars)
+    options = resolver.resolve(request)
+    limits = AudioLimits(max_bytes=int(settings.server.max_upload_mb * 1024 * 1024),
+                         max_seconds=settings.server.max_audio_seconds)
     for path in args.files:
         started = time.perf_counter()
         audio = decode_audio(Path(path).read_bytes(), limits)
@@ -65,7 +72,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_checkpoint(args: argparse.Namespace) -> int:
-    from app.model.checkpoint import write_random_checkpoint
+    from app.checkpoint.parts import write_random_checkpoint
 
     out = write_random_checkpoint(args.out, args.preset, seed=args.seed)
     print(out)
@@ -92,9 +99,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API under uvicorn until SIGTERM/SIGINT (bad settings: one line each, exit 2)."""
     from app.api.server import run_server
 
-    overrides = {k: v for k in ("model", "encoder", "backbone", "adapter", "device", "host", "port")
-                 if (v := getattr(args, k, None)) is not None}
-    return run_server(overrides)
+    return run_server(_setting_overrides(args))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -128,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--language", choices=SUPPORTED_LANGUAGES)
     p.add_argument("--prompt", help="context text placed in the prompt")
-    p.add_argument("--steps", type=int, choices=range(1, 65), metavar="N", help="denoising steps, 1..64")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, metavar="N",
+                   help=f"denoising steps, {MIN_STEPS}..{MAX_STEPS} (default: ASR_DENOISING_STEPS, else the model's)")
+    p.add_argument("--seed", type=int, help="random seed (default: ASR_DEFAULT_SEED, 0)")
     p.add_argument("--format", choices=("text", "json", "srt", "vtt"), default="text")
     p.set_defaults(func=_cmd_transcribe)
 
@@ -192,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run one command; user errors print one line and exit non-zero."""
     from app.audio.errors import AudioError
-    from app.model.checkpoint import CheckpointError
+    from app.checkpoint.errors import CheckpointError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_libraries()

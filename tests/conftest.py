@@ -31,7 +31,7 @@ def shared_manifest() -> dict[str, dict]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny-random checkpoint in the standard layout."""
-    from app.model.checkpoint import write_random_checkpoint
+    from app.checkpoint.parts import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("models") / "tiny", "tiny-random", seed=0)
 
@@ -41,6 +41,17 @@ def tiny_pipeline(tiny_model_dir: Path):
     """The pipeline loaded from the tiny checkpoint (CPU, fp32)."""
     import torch
 
-    from app.model.pipeline import load_pipeline
+    from app.checkpoint.loading import load_model_dir as load_pipeline
 
     return load_pipeline(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32)
+
+
+def model_with_asr_config(model_dir: Path, out: Path, **changes) -> Path:
+    """A copy of a checkpoint whose `asr_config.json` has `changes` applied (top-level keys)."""
+    import shutil
+
+    copy = out / "model"
+    shutil.copytree(model_dir, copy)
+    path = copy / "adapter" / "asr_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    return copy

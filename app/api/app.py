@@ -21,13 +21,12 @@ from app.api.deps import Runtime
 from app.api.errors import install_error_handlers
 from app.api.metrics import Metrics
 from app.api.middleware import AccessLogMiddleware, BodyLimitMiddleware
-from app.api.transcription import split_audio
 from app.audio.decode import SAMPLE_RATE
-from app.audio.vad import SpeechSpanSource
+from app.audio.vad import SpeechSpanSource, split_audio
 from app.config import Settings
 from app.engine.client import EngineClient
 from app.engine.observer import EngineObserver
-from app.model.pipeline import DecodeOptions
+from app.request_options import RequestOptions, RequestResolver
 
 log = logging.getLogger("diffusion_asr.api")
 
@@ -64,22 +63,29 @@ Loader = Callable[[Settings, EngineObserver], LoadedModel]
 
 def load_engine(settings: Settings, observer: EngineObserver) -> LoadedModel:
     """Load the pipeline the settings describe and wrap it in the batching worker (not started yet)."""
+    from app.checkpoint.loading import load_from_settings, resolve_paths
     from app.engine.worker import EngineWorker
-    from app.model.loading import load_from_settings
 
-    pipeline = load_from_settings(settings)
+    paths = resolve_paths(settings.model)
+    pipeline = load_from_settings(settings.model)
     vad = pipeline.vad  # built here, so the first upload does not pay for loading silero
     info = {
         "model": pipeline.name,
-        "encoder": str(pipeline.paths.encoder),
-        "backbone": str(pipeline.paths.backbone),
-        "adapter": str(pipeline.paths.adapter),
+        "encoder": str(paths.encoder),
+        "backbone": str(paths.backbone),
+        "adapter": str(paths.adapter),
         "device": str(pipeline.device),
         "dtype": str(pipeline.dtype).removeprefix("torch."),
     }
-    worker = EngineWorker(pipeline, settings, observer)
+    worker = EngineWorker(pipeline, settings.engine, observer)
     worker.warm_up()  # every model stage once, before serving: first calls allocate and pick kernels
     return LoadedModel(engine=worker, vad=vad, info=info)
+
+
+def resolver_for(engine: EngineClient, settings: Settings) -> RequestResolver:
+    """The request resolver of the loaded model under these settings."""
+    return RequestResolver.for_model(engine.languages, engine.default_steps, settings.model.denoising_steps,
+                                     settings.model.default_seed, settings.server.max_prompt_chars)
 
 
 async def _call(result: Any) -> Any:
@@ -96,7 +102,8 @@ async def warm_up(runtime: Runtime) -> None:
         runtime.decode_pool, split_audio, silence, engine.window_seconds, runtime.vad, 0.0
     )
     started = time.perf_counter()
-    await engine.transcribe(audio, DecodeOptions(steps=2, seed=settings.default_seed), settings.request_timeout_s)
+    options = runtime.resolver.resolve(RequestOptions(denoising_steps=2))
+    await engine.transcribe(audio, options, settings.engine.request_timeout_s)
     log.info("engine round trip done in %.0f ms", (time.perf_counter() - started) * 1000.0)
 
 
@@ -105,7 +112,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start-up: load, start, warm up, mark ready. Shutdown: readiness 503, drain, stop."""
     runtime: Runtime = app.state.runtime
     settings = runtime.settings
-    runtime.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="asr-decode")
+    runtime.decode_pool = ThreadPoolExecutor(settings.server.decode_threads, thread_name_prefix="asr-decode")
     loaded: LoadedModel | None = None
     try:
         started = time.perf_counter()
@@ -114,6 +121,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.metrics.set_model_info(**loaded.info)
         await _call(loaded.engine.start())
         runtime.engine, runtime.vad, runtime.loaded_at = loaded.engine, loaded.vad, int(time.time())
+        runtime.resolver = resolver_for(loaded.engine, settings)
         await warm_up(runtime)
         runtime.warmed_up = True
         log.info("ready: model=%s device=%s", loaded.info.get("model"), loaded.info.get("device"))
@@ -121,8 +129,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         runtime.draining = True
         if loaded is not None:
-            log.info("draining: up to %.1f s for queued and running jobs", settings.drain_timeout_s)
-            await _call(loaded.engine.drain(settings.drain_timeout_s))
+            log.info("draining: up to %.1f s for queued and running jobs", settings.engine.drain_timeout_s)
+            await _call(loaded.engine.drain(settings.engine.drain_timeout_s))
             await _call(loaded.engine.stop())
         runtime.decode_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -149,11 +157,11 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
     app.include_router(health.router)
     app.include_router(stream.router)
     # Starlette wraps in reverse order: the access log is outermost, so it sees the body limit's 413s too.
-    limit = int(settings.max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD_BYTES
-    app.add_middleware(BodyLimitMiddleware, max_bytes=limit, limit_mb=settings.max_upload_mb)
-    if settings.cors_origins:
+    limit = int(settings.server.max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD_BYTES
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limit, limit_mb=settings.server.max_upload_mb)
+    if settings.server.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"],
+            CORSMiddleware, allow_origins=settings.server.cors_origins, allow_methods=["*"], allow_headers=["*"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
     app.add_middleware(AccessLogMiddleware, metrics=app.state.runtime.metrics)

@@ -43,15 +43,17 @@ def presented_key(headers: Mapping[str, str], query: Mapping[str, str] | None = 
 
 def is_authorized(settings: Settings, headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> bool:
     """True when no keys are configured, or the presented key is one of them (for the WebSocket endpoint)."""
-    return not settings.api_keys or key_is_valid(presented_key(headers, query), settings.api_keys)
+    keys = settings.server.api_keys
+    return not keys or key_is_valid(presented_key(headers, query), keys)
 
 
 async def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
     """Dependency: 401 with `WWW-Authenticate: Bearer` unless the request carries a configured key."""
-    if not settings.api_keys:
+    keys = settings.server.api_keys
+    if not keys:
         return
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
         raise unauthorized("Missing API key: send it as 'Authorization: Bearer <key>'.")
-    if not key_is_valid(token, settings.api_keys):
+    if not key_is_valid(token, keys):
         raise unauthorized("Invalid API key.")

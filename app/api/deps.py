@@ -14,6 +14,7 @@ from app.api.metrics import Metrics
 from app.audio.vad import SpeechSpanSource
 from app.config import Settings
 from app.engine.client import EngineClient
+from app.request_options import RequestResolver
 
 
 @dataclass
@@ -25,6 +26,8 @@ class Runtime:
     engine: EngineClient | None = None
     decode_pool: ThreadPoolExecutor | None = None
     vad: SpeechSpanSource | None = None
+    resolver: RequestResolver | None = None
+    """Turns request options into decode options for the loaded model (set once it is loaded)."""
     warmed_up: bool = False
     loaded_at: int = 0
     """Unix time the model finished loading (the `created` of `/v1/models`)."""

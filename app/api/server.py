@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from app.api.app import create_app, mark_draining
-from app.config import Settings
+from app.config import GROUPS, Settings
 
 log = logging.getLogger("diffusion_asr.api")
 
@@ -47,16 +47,20 @@ def settings_error_lines(exc: ValidationError) -> list[str]:
     """One line per bad value, naming its environment variable: `ASR_MAX_BATCH_SIZE: must be >= 1 (got 0)`."""
     lines = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error.get("loc") else "settings"
+        loc = [str(part) for part in error.get("loc", ())]
+        group = GROUPS.get(loc[0]) if loc else None
+        field = loc[1] if group is not None and len(loc) > 1 else (loc[0] if loc else "settings")
+        name = group.flat_name(field) if group is not None else field.upper()
         shown = "***" if field in _SECRET_FIELDS else error.get("input")
-        lines.append(f"ASR_{field.upper()}: {_describe(error)} (got {shown})")
+        lines.append(f"ASR_{name}: {_describe(error)} (got {shown})")
     return lines
 
 
 def load_settings(overrides: dict[str, Any]) -> Settings | None:
-    """Settings from the environment plus command-line overrides; None (after printing why) when invalid."""
+    """Settings from the environment plus command-line overrides (by flat name); None (after printing why) when
+    invalid."""
     try:
-        return Settings(**overrides)
+        return Settings.flat(**overrides)
     except ValidationError as exc:
         for line in settings_error_lines(exc):
             print(f"diffusion-asr: error: {line}", file=sys.stderr)
@@ -65,11 +69,11 @@ def load_settings(overrides: dict[str, Any]) -> Settings | None:
 
 def check_model_paths(settings: Settings) -> str | None:
     """A one-line reason the configured model cannot load (missing directory or file), else None."""
-    from app.model.checkpoint import CheckpointError
-    from app.model.loading import resolve_paths
+    from app.checkpoint.errors import CheckpointError
+    from app.checkpoint.loading import resolve_paths
 
     try:
-        resolve_paths(settings).validate()
+        resolve_paths(settings.model).validate()
     except (CheckpointError, OSError) as exc:
         return str(exc)
     return None
@@ -113,11 +117,11 @@ def run_server(overrides: dict[str, Any]) -> int:
         return EXIT_BAD_SETTINGS
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        app, host=settings.server.host, port=settings.server.port, log_level=settings.server.log_level,
         access_log=False,  # our access log line carries the request id and timings instead
-        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+        timeout_graceful_shutdown=math.ceil(settings.engine.drain_timeout_s),
         lifespan="on",
     )
-    server = DrainingServer(config, app, grace_s=settings.shutdown_grace_s)
+    server = DrainingServer(config, app, grace_s=settings.server.shutdown_grace_s)
     server.run()
     return 0 if server.started else EXIT_STARTUP_FAILED

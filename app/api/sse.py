@@ -29,11 +29,11 @@ from starlette.responses import StreamingResponse
 
 from app.api.errors import ApiError, from_engine_error
 from app.api.transcription import note_result, unless_disconnected
-from app.engine.client import AudioInput, EngineClient
+from app.audio.vad import AudioInput
+from app.engine.client import EngineClient
 from app.engine.errors import EngineError
 from app.formats import to_json
-from app.model.pipeline import DecodeOptions
-from app.model.transcript import Transcription
+from app.results import DecodeOptions, Transcription
 
 log = logging.getLogger("diffusion_asr.api")
 

@@ -11,59 +11,44 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
+from typing import Literal
 
 from fastapi import APIRouter, FastAPI, WebSocket
+from pydantic import Field
 from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
 
 from app.api.auth import is_authorized
 from app.api.deps import Runtime
-from app.api.schemas import MAX_SEED, MAX_STEPS, MIN_STEPS
+from app.api.stream_session import POLICY, TRY_LATER, Refused, StreamParams, StreamSession, error_and_close
 from app.audio.resample import SAMPLE_RATE
 from app.audio.stream_buffer import ENCODINGS, SileroFrameVad, SpanSplitter, StreamBuffer, new_stream_buffer
-from app.api.stream_session import POLICY, TRY_LATER, Refused, StreamParams, StreamSession, error_and_close
-from app.model.asr_config import SUPPORTED_LANGUAGES
+from app.request_options import OptionError, RequestOptions, RequestResolver, parse_options
 
 log = logging.getLogger("diffusion_asr.api")
 router = APIRouter(tags=["audio"])
 
 MIN_RATE, MAX_RATE = 1000, 384_000
-_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
 
 
-def _integer(query: Mapping[str, str], name: str, low: int, high: int) -> int | None:
-    raw = (query.get(name) or "").strip()
-    if not raw:
-        return None
+class StreamQuery(RequestOptions):
+    """The query of `WS /v1/audio/stream` (DESIGN.md §4, plus `seed`)."""
+
+    sample_rate: int = Field(SAMPLE_RATE, ge=MIN_RATE, le=MAX_RATE)
+    encoding: Literal[tuple(ENCODINGS)] = "pcm_s16le"  # type: ignore[valid-type]
+    drafts: bool = False
+
+
+def parse_params(query: Mapping[str, str], resolver: RequestResolver) -> StreamParams:
+    """Validate the query; a bad value refuses the connection with 1008."""
     try:
-        value = int(raw)
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        raise Refused("bad_parameter", f"{name} must be an integer between {low} and {high}, got {raw!r}", POLICY)
-    return value
-
-
-def parse_params(query: Mapping[str, str], default_seed: int) -> StreamParams:
-    """Validate the query (DESIGN.md §4 plus `seed`); a bad value refuses the connection with 1008."""
-    language = (query.get("language") or "").strip().lower() or None
-    if language is not None and language not in SUPPORTED_LANGUAGES:
-        raise Refused("unsupported_language",
-                      f"language must be one of {', '.join(SUPPORTED_LANGUAGES)}, got {language!r}", POLICY)
-    encoding = (query.get("encoding") or "pcm_s16le").strip()
-    if encoding not in ENCODINGS:
-        raise Refused("bad_parameter", f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}", POLICY)
-    drafts = (query.get("drafts") or "").strip().lower()
-    if drafts not in _TRUE | _FALSE:
-        raise Refused("bad_parameter", f"drafts must be true or false, got {drafts!r}", POLICY)
-    seed = _integer(query, "seed", 0, MAX_SEED)
-    return StreamParams(
-        language=language,
-        sample_rate=_integer(query, "sample_rate", MIN_RATE, MAX_RATE) or SAMPLE_RATE,
-        encoding=encoding,
-        steps=_integer(query, "denoising_steps", MIN_STEPS, MAX_STEPS),
-        drafts=drafts in _TRUE,
-        seed=default_seed if seed is None else seed,
-    )
+        parsed = parse_options(StreamQuery, query)
+        options = resolver.resolve(parsed)
+    except OptionError as exc:
+        # The streaming protocol's code for a bad value is `bad_parameter` (docs/streaming.md).
+        code = "bad_parameter" if exc.code == "invalid_value" else exc.code
+        raise Refused(code, exc.message, POLICY) from None
+    return StreamParams(options=options, sample_rate=parsed.sample_rate, encoding=parsed.encoding,
+                        drafts=parsed.drafts)
 
 
 def _sessions(app: FastAPI) -> set[str]:
@@ -78,19 +63,19 @@ def admit(websocket: WebSocket, runtime: Runtime) -> StreamParams:
     if not is_authorized(settings, websocket.headers, websocket.query_params):
         raise Refused("unauthorized", "Missing or invalid API key: send 'Authorization: Bearer <key>' or "
                       "the api_key query parameter.", POLICY)
-    params = parse_params(websocket.query_params, settings.default_seed)
     if not runtime.ready():
         raise Refused("not_ready", "The model is loading or the server is shutting down; retry shortly.", TRY_LATER)
-    if len(_sessions(websocket.app)) >= settings.stream_max_sessions:
+    params = parse_params(websocket.query_params, runtime.resolver)
+    if len(_sessions(websocket.app)) >= settings.stream.max_sessions:
         runtime.metrics.rejected.labels(reason="streams_full").inc()
-        raise Refused("overloaded", f"All {settings.stream_max_sessions} streaming sessions are in use; "
+        raise Refused("overloaded", f"All {settings.stream.max_sessions} streaming sessions are in use; "
                       "retry shortly.", TRY_LATER)
     return params
 
 
 def _splitter(app: FastAPI, runtime: Runtime) -> SpanSplitter:
     if getattr(app.state, "stream_splitter", None) is None:
-        app.state.stream_splitter = SpanSplitter(runtime.vad, runtime.settings.decode_threads)
+        app.state.stream_splitter = SpanSplitter(runtime.vad, runtime.settings.server.decode_threads)
     return app.state.stream_splitter
 
 
@@ -102,9 +87,9 @@ def _new_buffer(app: FastAPI, runtime: Runtime, params: StreamParams) -> StreamB
             app.state.stream_vad_template = SileroFrameVad.load_template()
         template = app.state.stream_vad_template
         factory = lambda: SileroFrameVad.from_template(template)  # noqa: E731
-    settings, window = runtime.settings, runtime.engine.window_seconds
+    settings, window = runtime.settings.stream, runtime.engine.window_seconds
     return new_stream_buffer(params.encoding, params.sample_rate, factory(), window,
-                             settings.stream_endpoint_silence_ms / 1000.0, min(settings.stream_max_silence_s, window))
+                             settings.endpoint_silence_ms / 1000.0, min(settings.max_silence_s, window))
 
 
 @router.websocket("/v1/audio/stream")

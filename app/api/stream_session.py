@@ -24,13 +24,12 @@ from app.audio.resample import SAMPLE_RATE
 from app.audio.stream_buffer import (
     Segment, SpanSplitter, StreamBuffer,
 )
-from app.audio.vad import AudioWindow
-from app.engine.client import AudioInput, EngineClient
+from app.audio.vad import AudioInput, AudioWindow
+from app.engine.client import EngineClient
 from app.engine.errors import EngineError
-from app.model.pipeline import DecodeOptions
-from app.model.transcript import Timing, Transcription
-
-log = logging.getLogger("diffusion_asr.api")
+from app.formats import timing_dict
+from app.languages import UNKNOWN_LANGUAGE
+from app.results import DecodeOptions, Timing, Transcription
 
 log = logging.getLogger("diffusion_asr.api")
 
@@ -53,12 +52,10 @@ class ClientGone(Exception):
 class StreamParams:
     """A session's validated query parameters."""
 
-    language: str | None
+    options: DecodeOptions  # the resolved language, steps and seed of every final and partial
     sample_rate: int
     encoding: str
-    steps: int | None
     drafts: bool
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -82,8 +79,7 @@ class StreamSession:
         self.settings = runtime.settings
         self.engine: EngineClient = runtime.engine
         self.id = uuid.uuid4().hex
-        self.options = DecodeOptions(language=params.language, steps=params.steps or self.engine.default_steps,
-                                     seed=params.seed)
+        self.options = params.options
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.finals: asyncio.Queue[tuple[int, Segment, asyncio.Task[Transcription]] | None] = asyncio.Queue()
         self.segment_id = 0  # id of the open segment; a partial carries it, its final will too
@@ -91,7 +87,7 @@ class StreamSession:
         self._jobs: set[asyncio.Task[Any]] = set()
         self._partial: asyncio.Task[None] | None = None
         self._partial_mark: int | None = None  # stream sample at which the last partial was started
-        self._interval = int(self.settings.stream_partial_interval_s * SAMPLE_RATE)
+        self._interval = int(self.settings.stream.partial_interval_s * SAMPLE_RATE)
 
     async def run(self) -> Close:
         """Serve the session until it ends; every job it started is cancelled on the way out."""
@@ -126,19 +122,19 @@ class StreamSession:
 
     async def _receive(self) -> Close:
         settings = self.settings
-        limit = int(settings.stream_max_session_s * SAMPLE_RATE)
+        limit = int(settings.stream.max_session_s * SAMPLE_RATE)
         while True:
             try:
-                message = await asyncio.wait_for(self.ws.receive(), settings.stream_idle_timeout_s)
+                message = await asyncio.wait_for(self.ws.receive(), settings.stream.idle_timeout_s)
             except TimeoutError:
                 return Close(NORMAL, "idle timeout")
             if message["type"] == "websocket.disconnect":
                 raise ClientGone()
             if message.get("bytes") is not None:
                 data = message["bytes"]
-                if len(data) > settings.stream_max_frame_bytes:
+                if len(data) > settings.stream.max_frame_bytes:
                     self._error("frame_too_large", f"A binary frame may hold at most "
-                                f"{settings.stream_max_frame_bytes} bytes, got {len(data)}.")
+                                f"{settings.stream.max_frame_bytes} bytes, got {len(data)}.")
                     return Close(TOO_BIG, "frame too large")
                 await self._audio(data)
                 if self.buffer.total >= limit:
@@ -210,7 +206,7 @@ class StreamSession:
         window = AudioWindow(0.0, samples.shape[0] / SAMPLE_RATE, samples, has_speech=True)
         try:
             result = await self.engine.transcribe(AudioInput([window], window.end), self.options,
-                                                  self.settings.request_timeout_s)
+                                                  self.settings.engine.request_timeout_s)
         except EngineError:
             return  # the final will still come; a busy engine just skips this refresh
         except Exception:  # noqa: BLE001 - interim text must never end the session
@@ -230,7 +226,7 @@ class StreamSession:
         if self.params.drafts:
             on_draft = lambda step, of, text: self._send(  # noqa: E731
                 {"type": "draft", "segment_id": segment_id, "step": step, "of": of, "text": text})
-        return await self.engine.transcribe(audio, self.options, self.settings.request_timeout_s, on_draft=on_draft)
+        return await self.engine.transcribe(audio, self.options, self.settings.engine.request_timeout_s, on_draft=on_draft)
 
     async def _send_finals(self) -> None:
         """Send finals in segment order, however their jobs finish."""
@@ -249,9 +245,9 @@ class StreamSession:
         message = {
             "type": "final", "segment_id": segment_id,
             "text": result.text if result else "",
-            "language": result.language if result else (self.params.language or "unknown"),
+            "language": result.language if result else (self.options.language or UNKNOWN_LANGUAGE),
             "start": cut.start / SAMPLE_RATE, "end": cut.end / SAMPLE_RATE,
-            "timing": (result.timing if result else Timing(batch_size=0)).to_dict(),
+            "timing": timing_dict(result.timing if result else Timing(batch_size=0)),
             "speech_start": _seconds(cut.speech_start), "speech_end": _seconds(cut.speech_end),
             "reason": cut.reason,
         }

@@ -10,23 +10,20 @@ from collections.abc import Awaitable
 from concurrent.futures import Executor
 from typing import TypeVar
 
-import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive
 
 from app.api.errors import ApiError
 from app.api.metrics import Metrics
-from app.api.schemas import TranscriptionRequest
-from app.audio.decode import SAMPLE_RATE, AudioLimits, decode_audio
+from app.audio.decode import AudioLimits, decode_audio
 from app.audio.errors import AudioError
-from app.audio.vad import SpeechSpanSource, split_windows
+from app.audio.vad import AudioInput, SpeechSpanSource, split_audio
 from app.config import Settings
-from app.engine.client import AudioInput, EngineClient
+from app.engine.client import EngineClient
 from app.engine.errors import QueueFullError
 from app.formats import render, to_json
-from app.model.pipeline import DecodeOptions
-from app.model.transcript import Transcription
+from app.results import Transcription
 
 T = TypeVar("T")
 
@@ -42,16 +39,8 @@ class ClientGoneError(ApiError):
 
 def audio_limits(settings: Settings) -> AudioLimits:
     """Byte and duration limits of one upload."""
-    return AudioLimits(max_bytes=int(settings.max_upload_mb * 1024 * 1024), max_seconds=settings.max_audio_seconds)
-
-
-def split_audio(samples: np.ndarray, window_seconds: float, vad: SpeechSpanSource, decode_ms: float) -> AudioInput:
-    """16 kHz samples cut into model windows at pauses."""
-    return AudioInput(
-        windows=split_windows(samples, window_seconds, vad),
-        duration=samples.shape[0] / SAMPLE_RATE,
-        decode_ms=decode_ms,
-    )
+    return AudioLimits(max_bytes=int(settings.server.max_upload_mb * 1024 * 1024),
+                       max_seconds=settings.server.max_audio_seconds)
 
 
 def decode_and_split(data: bytes, limits: AudioLimits, window_seconds: float, vad: SpeechSpanSource) -> AudioInput:
@@ -80,19 +69,9 @@ def check_capacity(engine: EngineClient, settings: Settings, metrics: Metrics) -
     """Refuse at once, before the upload is read or decoded, when the queue is already full (the engine
     checks again when the job is submitted; this only saves a full queue from paying for doomed uploads)."""
     depth = engine.queue_depth()
-    if depth >= settings.max_queue:
+    if depth >= settings.engine.max_queue:
         metrics.job_rejected("queue_full")
         raise QueueFullError(depth)
-
-
-def decode_options(params: TranscriptionRequest, settings: Settings, engine: EngineClient) -> DecodeOptions:
-    """The request's choices, with the server's defaults (steps, a fixed seed) where it gives none."""
-    return DecodeOptions(
-        language=params.language,
-        prompt=params.prompt,
-        steps=params.denoising_steps or engine.default_steps,
-        seed=settings.default_seed if params.seed is None else params.seed,
-    )
 
 
 async def wait_for_disconnect(receive: Receive) -> None:

@@ -16,8 +16,7 @@ import torch
 
 from app.audio.resample import SAMPLE_RATE, StreamResampler
 from app.audio.segmenter import FRAME_SAMPLES, Cut, FrameVad, StreamSegmenter
-from app.audio.vad import SpeechSpanSource, VoiceActivityDetector, single_torch_thread, split_windows
-from app.engine.client import AudioInput
+from app.audio.vad import AudioInput, SpeechSpanSource, VoiceActivityDetector, single_torch_thread, split_audio
 
 # app.audio.vad (above) imports silero_vad and undoes its process-wide torch.set_num_threads(1).
 import silero_vad  # noqa: E402  isort: skip
@@ -184,11 +183,10 @@ class SpanSplitter:
         """Blocking (run it in the decode pool): the span's windows, as `split_audio` makes them."""
         vad = self._borrow()
         try:
-            windows = split_windows(samples, window_s, vad)
+            return split_audio(samples, window_s, vad)
         finally:
             if vad is not self._vad:
                 self._free.put(vad)
-        return AudioInput(windows=windows, duration=samples.shape[0] / SAMPLE_RATE, decode_ms=0.0)
 
     def _borrow(self) -> SpeechSpanSource:
         if self._size == 0:

@@ -52,6 +52,16 @@ class AudioWindow:
         return self.samples.shape[0] / SAMPLE_RATE
 
 
+@dataclass(frozen=True)
+class AudioInput:
+    """Decoded audio split into windows (`split_audio`): what one transcription request hands the engine.
+    Windows without speech are not denoised and give an empty segment."""
+
+    windows: list[AudioWindow]
+    duration: float
+    decode_ms: float = 0.0
+
+
 class SpeechSpanSource(Protocol):
     """Anything that finds speech spans (seconds) in 16 kHz mono audio."""
 
@@ -246,3 +256,10 @@ def split_windows(audio: np.ndarray, max_seconds: float, vad: SpeechSpanSource) 
         )
         for a, b in zip(cuts[:-1], cuts[1:])
     ]
+
+
+def split_audio(samples: np.ndarray, window_seconds: float, vad: SpeechSpanSource, decode_ms: float = 0.0
+                ) -> AudioInput:
+    """16 kHz samples cut into model windows at pauses (`split_windows`), with their duration."""
+    return AudioInput(windows=split_windows(samples, window_seconds, vad), duration=samples.shape[0] / SAMPLE_RATE,
+                      decode_ms=decode_ms)

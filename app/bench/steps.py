@@ -9,10 +9,10 @@ import time
 import torch
 from transformers import DiffusionGemmaForBlockDiffusion
 
+from app.checkpoint.loading import default_device, default_dtype
+from app.checkpoint.presets import PRESETS, backbone_config
 from app.model.backbone import prefill
-from app.model.checkpoint import default_device, default_dtype
 from app.model.denoiser import DenoiseBatch, DenoiseJob, SamplingParams
-from app.model.presets import PRESETS, backbone_config
 
 PROMPT_TOKENS = 200  # about the real prompt: 188 audio slots and a short instruction
 

@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol
 
-from app.audio.vad import AudioWindow
-from app.model.pipeline import DecodeOptions
-from app.model.transcript import Transcription
-
-DraftHandler = Callable[[int, int, str], None]
-"""Called on the event loop with (step, of, draft_text) after every denoising step of the job's first window."""
-
-
-@dataclass(frozen=True)
-class AudioInput:
-    """Decoded audio already split into windows (`app.audio.vad.split_windows`); windows without speech are
-    not denoised and give an empty segment."""
-
-    windows: list[AudioWindow]
-    duration: float
-    decode_ms: float = 0.0
+from app.audio.vad import AudioInput
+from app.engine.jobs import DraftHandler
+from app.results import DecodeOptions, Transcription
 
 
 class EngineClient(Protocol):
@@ -29,7 +14,9 @@ class EngineClient(Protocol):
 
     model_name: str
     window_seconds: float
+    languages: tuple[str, ...]
     default_steps: int
+    """The model's own step budget (requests and `ASR_DENOISING_STEPS` override it)."""
 
     def ready(self) -> bool:
         """True while the worker runs and accepts jobs."""
@@ -47,6 +34,3 @@ class EngineClient(Protocol):
 
     def queue_depth(self) -> int:
         """Jobs waiting to be admitted."""
-
-
-Transcribe = Callable[..., Awaitable[Transcription]]

@@ -1,9 +1,9 @@
 """The engine worker: one thread owns the model; the event loop hands it jobs and awaits futures.
 
-Scheduling (DESIGN.md §5): jobs wait in a bounded queue; the worker admits their windows as rows of a
-`DenoiseBatch` (up to `max_batch_size` rows), encodes and prefills new rows, then runs one denoising step for
-the whole batch. With continuous batching, queued windows join between steps and finished rows leave at
-once; without it, a batch runs to its end before the next is formed (the sequential baseline).
+Each turn of the thread (DESIGN.md §5): the scheduler admits queued windows as rows (up to the batch's row
+limit), the model encodes and prefills the new rows, one denoising step runs for the whole batch, finished rows
+become segments, and jobs whose caller left or whose deadline passed are dropped. The worker reaches the model
+only through `app.engine.model.AsrModel`.
 """
 
 from __future__ import annotations
@@ -13,20 +13,17 @@ import itertools
 import logging
 import threading
 import time
-from collections import deque
 
-import torch
+import numpy as np
 
-from app.config import Settings
-from app.engine.client import AudioInput, DraftHandler
-from app.engine.errors import (
-    DeadlineExceededError, JobCancelledError, JobFailedError, QueueFullError, ShuttingDownError,
-)
-from app.engine.jobs import Job
+from app.audio.vad import AudioInput, AudioWindow
+from app.config import EngineSettings
+from app.engine.errors import DeadlineExceededError, JobCancelledError, JobFailedError, ShuttingDownError
+from app.engine.jobs import DraftHandler, Job
+from app.engine.model import AsrModel, Row
 from app.engine.observer import EngineObserver, NullObserver
-from app.model.denoiser import DenoiseBatch, DenoiseJob
-from app.model.pipeline import AsrPipeline, DecodeOptions, EncodedWindow, window_generator
-from app.model.transcript import Segment, Timing, Transcription, silent_segment
+from app.engine.scheduler import Scheduler
+from app.results import DecodeOptions, Segment, Transcription, silent_segment
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +31,8 @@ RowKey = tuple[int, int]  # (job id, window index)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """Out-of-memory on any device (CUDA raises its own type; CPU allocators raise RuntimeError)."""
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+    """Out-of-memory on any device (`torch.OutOfMemoryError` and CPU allocators both say so in the message)."""
+    return "out of memory" in str(error).lower()
 
 
 class InjectedFault(RuntimeError):
@@ -43,23 +40,23 @@ class InjectedFault(RuntimeError):
 
 
 class EngineWorker:
-    """Owns the pipeline on its device; implements `EngineClient` for the API."""
+    """Owns the model on its device; implements `EngineClient` for the API."""
 
-    def __init__(self, pipeline: AsrPipeline, settings: Settings, observer: EngineObserver | None = None) -> None:
-        self.pipeline = pipeline
+    def __init__(self, model: AsrModel, settings: EngineSettings, observer: EngineObserver | None = None) -> None:
+        self.model = model
         self.settings = settings
         self.observer = observer or NullObserver()
-        self.model_name = pipeline.name
-        self.window_seconds = pipeline.window_seconds
-        self.default_steps = settings.denoising_steps
-        self._queue: deque[Job] = deque()
+        self.model_name = model.name
+        self.window_seconds = model.window_seconds
+        self.languages = model.languages
+        self.default_steps = model.default_steps
+        self._scheduler = Scheduler(settings.max_queue, settings.max_batch_size, settings.max_wait_ms / 1000.0,
+                                    settings.continuous_batching)
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
-        self._batch = DenoiseBatch(pipeline.backbone, pipeline.params, pipeline.sampler)
-        self._running: dict[int, Job] = {}
-        self._timings: dict[RowKey, tuple[float, float]] = {}  # (encoder_ms, prefill_ms) of rows in the batch
-        self._row_limit = settings.max_batch_size
-        self._accepting = False
+        self._batch = model.new_batch()
+        self._rows: dict[RowKey, Row] = {}
+        self._started = False
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="asr-engine", daemon=True)
 
@@ -67,28 +64,27 @@ class EngineWorker:
 
     def start(self) -> None:
         """Start the worker thread and accept jobs."""
-        self._accepting = True
+        self._started = True
         self._thread.start()
 
     def ready(self) -> bool:
         """True while the worker thread runs and accepts jobs."""
-        return self._accepting and self._thread.is_alive()
+        return self._started and self._scheduler.accepting and self._thread.is_alive()
 
     def queue_depth(self) -> int:
         """Jobs waiting to be admitted."""
-        return len(self._queue)
+        return len(self._scheduler.queue)
 
     def warm_up(self) -> None:
         """Run every stage once on a second of silence before serving (first calls allocate and pick kernels).
 
         Called before `start()`, on the caller's thread.
         """
-        import numpy as np
-
-        encoded = self.pipeline.encode([np.zeros(16_000, dtype=np.float32)])
-        prefill = self.pipeline.prefill(encoded[0], None, None)
-        batch = DenoiseBatch(self.pipeline.backbone, self.pipeline.params, self.pipeline.sampler)
-        batch.add("warm-up", DenoiseJob(prefill, 2, window_generator(0, 0, self.pipeline.device)))
+        window = AudioWindow(0.0, 1.0, np.zeros(16_000, dtype=np.float32), has_speech=True)
+        [encoded] = self.model.encode([window.samples])
+        row = self.model.start_row(encoded, 0, window, DecodeOptions(steps=2))
+        batch = self.model.new_batch()
+        batch.add("warm-up", row.job)
         while len(batch):
             batch.step()
 
@@ -97,9 +93,9 @@ class EngineWorker:
     ) -> Transcription:
         """Queue one request and await its transcription (see `EngineClient.transcribe`)."""
         loop = asyncio.get_running_loop()
-        steps = options.steps or self.default_steps
-        job = Job(next(self._ids), audio, options, steps, time.monotonic() + timeout_s, loop, loop.create_future(),
-                  on_draft)
+        now = time.monotonic()
+        job = Job(next(self._ids), audio, options, now, now + timeout_s, loop, loop.create_future(), on_draft,
+                  wake=self._wake)
         self._submit(job)
         try:
             # The worker enforces the deadline at step boundaries; the wait here is a backstop.
@@ -115,28 +111,34 @@ class EngineWorker:
 
     def _submit(self, job: Job) -> None:
         with self._cond:
-            if not self._accepting:
+            try:
+                self._scheduler.submit(job)
+            except ShuttingDownError:
                 self.observer.job_rejected("shutdown")
-                raise ShuttingDownError("the server is shutting down")
-            if len(self._queue) >= self.settings.max_queue:
+                raise
+            except Exception:
                 self.observer.job_rejected("queue_full")
-                raise QueueFullError(len(self._queue))
-            self._queue.append(job)
-            self.observer.queue_depth(len(self._queue))
+                raise
+            self.observer.queue_depth(len(self._scheduler.queue))
+            self._cond.notify()
+
+    def _wake(self) -> None:
+        with self._cond:
             self._cond.notify()
 
     async def drain(self, timeout_s: float) -> None:
         """Stop accepting, let queued and running jobs finish (up to `timeout_s`), then stop the thread."""
-        self._accepting = False
+        with self._cond:
+            self._scheduler.accepting = False
         deadline = time.monotonic() + timeout_s
-        while (self._queue or self._running) and time.monotonic() < deadline:
+        while self._scheduler.pending() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         self.stop()
 
     def stop(self) -> None:
         """Stop the thread; jobs still queued or running fail with ShuttingDownError."""
-        self._accepting = False
         with self._cond:
+            self._scheduler.accepting = False
             self._stopping = True
             self._cond.notify()
         if self._thread.is_alive():
@@ -145,7 +147,6 @@ class EngineWorker:
     # ---- worker thread ---------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        torch.set_grad_enabled(False)
         while True:
             admitted = self._wait_and_admit()
             if admitted is None:
@@ -154,59 +155,42 @@ class EngineWorker:
                 self._start_rows(admitted)
             self._step()
             self._reap()
-        self._fail_everything(ShuttingDownError("the server is shutting down"), "shutdown")
+            self._hold()
+        with self._cond:
+            jobs = self._scheduler.take_all()
+        self._clear_batch()
+        for job in jobs:
+            self.observer.job_rejected("shutdown")
+            job.fail(ShuttingDownError("the server is shutting down"))
 
     def _wait_and_admit(self) -> list[tuple[Job, int]] | None:
         """Block while idle; gather a batch (waiting up to max_wait_ms) or top up a running one."""
         with self._cond:
-            while not self._queue and not len(self._batch) and not self._stopping:
+            while self._scheduler.idle(len(self._batch)) and not self._stopping:
                 self._cond.wait()
+            while not self._stopping and (wait := self._scheduler.gather_wait(time.monotonic(), len(self._batch))):
+                self._cond.wait(timeout=wait)
             if self._stopping:
                 return None
-            if not len(self._batch) and self.settings.max_wait_ms > 0:
-                until = time.monotonic() + self.settings.max_wait_ms / 1000.0
-                while self._queued_windows() < self._row_limit and (left := until - time.monotonic()) > 0:
-                    self._cond.wait(timeout=left)
-                    if self._stopping:
-                        return None
-            if len(self._batch) and not self.settings.continuous_batching:
-                return []
-            return self._take_windows(self._row_limit - len(self._batch))
-
-    def _queued_windows(self) -> int:
-        return sum(job.windows - job.next_window for job in self._queue)
-
-    def _take_windows(self, capacity: int) -> list[tuple[Job, int]]:
-        taken: list[tuple[Job, int]] = []
-        now = time.monotonic()
-        while self._queue and len(taken) < capacity:
-            job = self._queue[0]
-            if job.cancelled or job.expired(now):
-                self._queue.popleft()
-                self._drop(job, now)
-                continue
-            if job.admitted is None:
-                job.admitted = now
-            self._running[job.id] = job
-            while job.next_window < job.windows and len(taken) < capacity:
-                taken.append((job, job.next_window))
-                job.next_window += 1
-            if job.next_window == job.windows:
-                self._queue.popleft()
-        self.observer.queue_depth(len(self._queue))
+            now = time.monotonic()
+            taken, dropped = self._scheduler.admit(now, len(self._batch))
+            self.observer.queue_depth(len(self._scheduler.queue))
+        for job in dropped:
+            self._drop(job)
         return taken
 
-    def _start_rows(self, rows: list[tuple[Job, int]]) -> None:
+    def _start_rows(self, windows: list[tuple[Job, int]]) -> None:
         """Encode the new windows together, prefill each and add it to the batch; silent windows finish here."""
-        speech = [(job, w) for job, w in rows if job.audio.windows[w].has_speech]
-        for job, w in rows:
+        speech = [(job, w) for job, w in windows if job.audio.windows[w].has_speech]
+        for job, w in windows:
             if not job.audio.windows[w].has_speech:
-                self._finish_window(job, w, silent_segment(w, job.audio.windows[w], job.options.language))
+                window = job.audio.windows[w]
+                self._finish_window(job, w, silent_segment(w, window.start, window.end, job.options.language))
         if not speech:
             return
         try:
             started = time.perf_counter()
-            encoded = self.pipeline.encode([job.audio.windows[w].samples for job, w in speech])
+            encoded = self.model.encode([job.audio.windows[w].samples for job, w in speech])
             seconds = time.perf_counter() - started
             self.observer.encoded(len(speech), seconds)
         except Exception as error:  # noqa: BLE001 - any model failure must only fail these jobs
@@ -220,21 +204,17 @@ class EngineWorker:
             except Exception as error:  # noqa: BLE001
                 self._batch_failed({job}, error)
 
-    def _add_row(self, job: Job, w: int, window: EncodedWindow, encoder_ms: float) -> None:
-        started = time.perf_counter()
+    def _add_row(self, job: Job, w: int, encoded: object, encoder_ms: float) -> None:
         if self.settings.fault_injection_prompt and job.options.prompt == self.settings.fault_injection_prompt:
             raise InjectedFault(f"injected failure for job {job.id}")
-        prefill = self.pipeline.prefill(window, job.options.language, job.options.prompt)
-        prefill_ms = (time.perf_counter() - started) * 1000.0
-        on_step = None
+        on_draft = None
         if job.on_draft is not None:
-            decode = self.pipeline.transcripts.decode
-            on_step = lambda step, of, tokens: job.draft(w, decode(tokens.tolist(), job.options.language)[0])  # noqa: E731
-        generator = window_generator(job.options.seed, w, self.pipeline.device)
-        self._batch.add((job.id, w), DenoiseJob(prefill, job.steps, generator, on_step))
+            on_draft = lambda step, of, text: job.draft(w, text)  # noqa: E731
+        row = self.model.start_row(encoded, w, job.audio.windows[w], job.options, encoder_ms, on_draft)
+        self._batch.add((job.id, w), row.job)
+        self._rows[(job.id, w)] = row
         job.segments.pop(w, None)
         job.drafts[w] = ""
-        self._timings[(job.id, w)] = (encoder_ms, prefill_ms)
 
     def _step(self) -> None:
         if not len(self._batch):
@@ -245,93 +225,87 @@ class EngineWorker:
             finished = self._batch.step()
             self.observer.batch_step(size, time.perf_counter() - started)
         except Exception as error:  # noqa: BLE001
-            jobs = {self._running[job_id] for job_id, _ in self._batch_keys()}
+            jobs = {self._scheduler.running[job_id] for job_id, _ in self._batch.keys()
+                    if job_id in self._scheduler.running}
             self._clear_batch()
             self._batch_failed(jobs, error)
             return
-        for (job_id, w), result in finished:
-            job = self._running.get(job_id)
-            encoder_ms, prefill_ms = self._timings.pop((job_id, w), (0.0, 0.0))
-            if job is None:
-                continue
-            text, language = self.pipeline.transcripts.decode(result.tokens, job.options.language)
-            timing = Timing(encoder_ms=encoder_ms, prefill_ms=prefill_ms, denoise_ms=result.denoise_ms,
-                            batch_size=result.batch_size, steps=result.steps, queue_ms=job.queue_ms)
-            timing.total_ms = encoder_ms + prefill_ms + result.denoise_ms
-            window = job.audio.windows[w]
-            self._finish_window(job, w, Segment(w, window.start, window.end, text, language, timing))
+        for key, result in finished:
+            row = self._rows.pop(key)
+            job = self._scheduler.running.get(key[0])
+            if job is not None:
+                self._finish_window(job, key[1], self.model.finish_row(row, result, job.queue_ms))
         if not len(self._batch):
-            self._row_limit = self.settings.max_batch_size  # a halved limit after OOM lasts one batch
+            self._scheduler.batch_emptied()
 
     def _finish_window(self, job: Job, w: int, segment: Segment) -> None:
         job.segments[w] = segment
-        if job.complete() and job.id in self._running:
-            del self._running[job.id]
-            result = job.result()
-            compute = max(0.0, time.monotonic() - (job.admitted or job.enqueued))
+        if job.complete() and job.id in self._scheduler.running:
+            with self._cond:
+                self._scheduler.finished(job)
+            now = time.monotonic()
+            result = job.result(now)
+            compute = max(0.0, now - (job.admitted or job.enqueued))
             steps = max((s.timing.steps_used for s in result.segments), default=0)
             self.observer.job_finished(job.queue_ms / 1000.0, steps, job.audio.duration, compute)
             job.resolve(result)
 
-    def _batch_keys(self) -> list[RowKey]:
-        return self._batch.keys()
+    def _remove_rows(self, job: Job) -> None:
+        for key in [k for k in self._batch.keys() if k[0] == job.id]:
+            self._batch.remove(key)
+            self._rows.pop(key, None)
 
     def _clear_batch(self) -> None:
-        for key in self._batch_keys():
+        for key in self._batch.keys():
             self._batch.remove(key)
-            self._timings.pop(key, None)
+        self._rows.clear()
 
     def _batch_failed(self, jobs: set[Job], error: BaseException) -> None:
         """Fail (or, on a first out-of-memory, re-queue at half the batch size) only the jobs involved."""
         for job in jobs:
-            for key in [k for k in self._batch_keys() if k[0] == job.id]:
-                self._batch.remove(key)
-                self._timings.pop(key, None)
-        if is_out_of_memory(error) and not any(job.retried for job in jobs):
-            self._row_limit = max(1, self._row_limit // 2)
-            log.warning("out of memory with %d jobs; retrying them at batch size %d", len(jobs), self._row_limit)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            with self._cond:
-                for job in sorted(jobs, key=lambda j: j.id, reverse=True):
-                    job.retried = True
-                    job.reset()
-                    self._running.pop(job.id, None)
-                    self._queue.appendleft(job)
+            self._remove_rows(job)
+        out_of_memory = is_out_of_memory(error)
+        with self._cond:
+            failed = self._scheduler.failed(list(jobs), out_of_memory)
+        if out_of_memory and not failed:
+            log.warning("out of memory with %d jobs; retrying them at batch size %d", len(jobs),
+                        self._scheduler.row_limit)
+            self.model.release_memory()
             return
-        log.error("batch failed for jobs %s: %s", sorted(j.id for j in jobs), error)
-        for job in jobs:
-            self._running.pop(job.id, None)
+        log.error("batch failed for jobs %s: %s", sorted(j.id for j in failed), error)
+        for job in failed:
             self.observer.job_rejected("error")
             job.fail(JobFailedError(f"transcription failed: {type(error).__name__}"))
 
     def _reap(self) -> None:
         """Drop running jobs whose caller went away or whose deadline passed."""
-        now = time.monotonic()
-        for job in [j for j in self._running.values() if j.cancelled or j.expired(now)]:
-            for key in [k for k in self._batch_keys() if k[0] == job.id]:
-                self._batch.remove(key)
-                self._timings.pop(key, None)
-            del self._running[job.id]
-            with self._cond:
-                if job in self._queue:
-                    self._queue.remove(job)
-            self._drop(job, now)
+        with self._cond:
+            jobs = self._scheduler.overdue(time.monotonic())
+        for job in jobs:
+            self._remove_rows(job)
+            self._drop(job)
 
-    def _drop(self, job: Job, now: float) -> None:
+    def _hold(self) -> None:
+        """Testing only (`hold_prompt`): while a held job has rows in the batch, stop at this step boundary until
+        it is cancelled or its deadline passes; then it is dropped like any other."""
+        prompt = self.settings.hold_prompt
+        if not prompt:
+            return
+        with self._cond:
+            while not self._stopping:
+                in_batch = {job_id for job_id, _ in self._batch.keys()}
+                held = [job for job in self._scheduler.running.values()
+                        if job.id in in_batch and job.options.prompt == prompt]
+                now = time.monotonic()
+                if not held or any(job.cancelled or job.expired(now) for job in held):
+                    break
+                self._cond.wait(timeout=min(job.deadline for job in held) - now)
+        self._reap()
+
+    def _drop(self, job: Job) -> None:
         if job.cancelled and job.cancel_reason == "cancelled":
             self.observer.job_rejected("cancelled")
             job.fail(JobCancelledError("the client went away"))
         else:
             self.observer.job_rejected("deadline")
             job.fail(DeadlineExceededError("the request's deadline passed before its transcript was ready"))
-
-    def _fail_everything(self, error: Exception, reason: str) -> None:
-        with self._cond:
-            jobs = list(self._queue) + [j for j in self._running.values() if j not in self._queue]
-            self._queue.clear()
-        self._running.clear()
-        self._clear_batch()
-        for job in jobs:
-            self.observer.job_rejected(reason)
-            job.fail(error)

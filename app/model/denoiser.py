@@ -20,6 +20,7 @@ from transformers.models.diffusion_gemma.generation_diffusion_gemma import Linea
 
 from app.model.backbone import Prefill
 from app.model.sampling import InverseCdfSampler, TokenSampler, entropy_bound_mask, token_entropy
+from app.results import StepStats
 
 DraftCallback = Callable[[int, int, torch.Tensor], None]
 
@@ -43,16 +44,6 @@ class DenoiseJob:
     steps: int
     generator: torch.Generator
     on_step: DraftCallback | None = None
-
-
-@dataclass(frozen=True)
-class StepStats:
-    """One executed denoising step as one row saw it."""
-
-    step: int
-    ms: float
-    accepted: int
-    mean_entropy: float
 
 
 @dataclass
@@ -125,8 +116,7 @@ class DenoiseBatch:
 
     def add(self, key: Hashable, job: DenoiseJob) -> None:
         """Join a row; its canvas starts as uniform random ids from its own generator (slot 0 replaced by the
-        prefill's tag, kept there at every step, and slots 1.. by its start canvas when it has them), its first
-        step self-conditioned on the prefill's prior when it has one."""
+        prefill's tag, kept there at every step, and slots 1.. by its start canvas when it has them)."""
         if key in self._rows:
             raise KeyError(f"row {key!r} is already in the batch")
         if job.steps < 1:
@@ -142,16 +132,11 @@ class DenoiseBatch:
         history = deque(maxlen=self.params.stability_threshold)
         self._rows[key] = _Row(job=job, remaining=job.steps, history=history, started=time.perf_counter())
         self._keys.append(key)
-        prior = job.prefill.prior
-        if prior is not None and self._self_cond is None:
-            shape = (len(self._keys) - 1, self.canvas_length, prior.shape[-1])
-            self._self_cond = torch.zeros(shape, dtype=self.embed_dtype, device=self.device)
         self._canvas = torch.cat([self._canvas, canvas])
-        has_prior = torch.tensor([prior is not None], device=self.device)
-        self._has_self_cond = torch.cat([self._has_self_cond, has_prior])
+        # A new row has no previous step to condition on (`self_conditioning_mask` False for it).
+        self._has_self_cond = torch.cat([self._has_self_cond, torch.zeros(1, dtype=torch.bool, device=self.device)])
         if self._self_cond is not None:
-            row = prior[None] if prior is not None else self._self_cond.new_zeros((1, *self._self_cond.shape[1:]))
-            self._self_cond = torch.cat([self._self_cond, row.to(self._self_cond)])
+            self._self_cond = torch.cat([self._self_cond, self._self_cond.new_zeros((1, *self._self_cond.shape[1:]))])
         self._cache = None
 
     def remove(self, key: Hashable) -> None:
@@ -178,7 +163,7 @@ class DenoiseBatch:
         mask = torch.ones((len(prefills), longest + self.canvas_length), dtype=torch.bool, device=self.device)
         for row, p in enumerate(prefills):
             mask[row, : longest - p.length] = False
-        starts = torch.tensor([p.canvas_start for p in prefills], device=self.device)
+        starts = torch.tensor([p.length for p in prefills], device=self.device)
         # Each row's canvas sits at its own prompt's positions, whatever the padding in front of it (the cached
         # keys already carry their rotary positions).
         self._positions = (starts[:, None] + torch.arange(self.canvas_length, device=self.device)).int()
@@ -233,7 +218,7 @@ class DenoiseBatch:
         for index, row in enumerate(rows):
             if row.job.prefill.tag is not None:
                 # A tag read before denoising stays: handed a misspelt transcript, the decoder would re-read the
-                # language from its text (English 76-78% right against 94-98% from the audio, `canvas_init`).
+                # language from its text (English 76-78% right against 94-98% from the audio; `app.model.ctc_start`).
                 argmax[index, 0] = self._canvas[index, 0] = row.job.prefill.tag
         self._self_cond = scaled.to(self.embed_dtype)
         self._has_self_cond = torch.ones(len(rows), dtype=torch.bool, device=self.device)

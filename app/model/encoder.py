@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import WhisperFeatureExtractor, WhisperModel
+from transformers import WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 SAMPLE_RATE = 16_000
@@ -32,15 +32,6 @@ def feature_extractor_for(encoder: WhisperEncoder) -> WhisperFeatureExtractor:
         chunk_length=chunk,
         n_fft=400,
     )
-
-
-def load_encoder(path: str, device: torch.device, dtype: torch.dtype) -> WhisperEncoder:
-    """Load the encoder half of a Hugging Face Whisper checkpoint, offline, frozen, in eval mode."""
-    whisper = WhisperModel.from_pretrained(path, local_files_only=True, dtype=dtype)
-    encoder = whisper.get_encoder()
-    del whisper  # the text decoder is never used
-    encoder.to(device).eval().requires_grad_(False)
-    return encoder
 
 
 def log_mel(

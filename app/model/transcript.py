@@ -1,16 +1,11 @@
-"""Stage 5: canvas tokens to text and language, and the result types every caller shares."""
+"""Stage 5: canvas tokens to text and language."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from transformers import PreTrainedTokenizerBase
 
-from app.model.asr_config import SUPPORTED_LANGUAGES, AsrConfig
-from app.model.denoiser import StepStats
-
-UNKNOWN_LANGUAGE = "unknown"
+from app.languages import SUPPORTED_LANGUAGES, UNKNOWN_LANGUAGE
+from app.model.asr_config import AsrConfig
 
 
 class LanguageIdentifier:
@@ -80,113 +75,3 @@ class TranscriptDecoder:
         if tagged is not None:
             return text, tagged
         return text, self.identifier.identify(text)
-
-
-@dataclass
-class Timing:
-    """Where the time of one segment (or, summed, one request) went."""
-
-    queue_ms: float = 0.0
-    audio_decode_ms: float = 0.0
-    encoder_ms: float = 0.0
-    prefill_ms: float = 0.0
-    denoise_ms: float = 0.0
-    total_ms: float = 0.0
-    batch_size: int = 1
-    steps: list[StepStats] = field(default_factory=list)
-
-    @property
-    def steps_used(self) -> int:
-        return len(self.steps)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The `timing` object of the API (DESIGN.md §3)."""
-        return {
-            "queue_ms": round(self.queue_ms, 3),
-            "audio_decode_ms": round(self.audio_decode_ms, 3),
-            "encoder_ms": round(self.encoder_ms, 3),
-            "prefill_ms": round(self.prefill_ms, 3),
-            "denoise_ms": round(self.denoise_ms, 3),
-            "total_ms": round(self.total_ms, 3),
-            "batch_size": self.batch_size,
-            "steps_used": self.steps_used,
-            "steps": [
-                {"step": s.step, "ms": round(s.ms, 3), "accepted": s.accepted, "mean_entropy": round(s.mean_entropy, 6)}
-                for s in self.steps
-            ],
-        }
-
-    @classmethod
-    def total(cls, parts: list["Timing"]) -> "Timing":
-        """Sum of the segments' timings (steps concatenated, largest batch)."""
-        out = cls(batch_size=max((p.batch_size for p in parts), default=1))
-        for p in parts:
-            out.queue_ms = max(out.queue_ms, p.queue_ms)
-            out.audio_decode_ms += p.audio_decode_ms
-            out.encoder_ms += p.encoder_ms
-            out.prefill_ms += p.prefill_ms
-            out.denoise_ms += p.denoise_ms
-            out.total_ms += p.total_ms
-            out.steps.extend(p.steps)
-        return out
-
-
-@dataclass
-class Segment:
-    """One window of audio and its transcript, offsets in seconds on the input's clock."""
-
-    id: int
-    start: float
-    end: float
-    text: str
-    language: str
-    timing: Timing
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "start": round(self.start, 3),
-            "end": round(self.end, 3),
-            "text": self.text,
-            "language": self.language,
-            "timing": self.timing.to_dict(),
-        }
-
-
-@dataclass
-class Transcription:
-    """The whole result for one audio input."""
-
-    text: str
-    language: str
-    duration: float
-    segments: list[Segment]
-    timing: Timing
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "language": self.language,
-            "duration": round(self.duration, 3),
-            "segments": [s.to_dict() for s in self.segments],
-            "timing": self.timing.to_dict(),
-        }
-
-
-def silent_segment(index: int, window, language_hint: str | None) -> Segment:
-    """The segment of a window in which voice activity detection found no speech: not denoised, no text."""
-    return Segment(index, window.start, window.end, "", language_hint or UNKNOWN_LANGUAGE, Timing(batch_size=0))
-
-
-def join_segments(segments: list[Segment], duration: float, audio_decode_ms: float = 0.0) -> Transcription:
-    """Combine window results: texts joined, the most common segment language, timings summed."""
-    spoken = [s for s in segments if s.text]
-    separator = "" if spoken and all(s.language == "zh" for s in spoken) else " "
-    text = separator.join(s.text for s in spoken)
-    languages = [s.language for s in spoken if s.language != UNKNOWN_LANGUAGE]
-    language = max(set(languages), key=languages.count) if languages else (
-        segments[0].language if segments else UNKNOWN_LANGUAGE)
-    timing = Timing.total([s.timing for s in segments])
-    timing.audio_decode_ms = audio_decode_ms
-    timing.total_ms += audio_decode_ms
-    return Transcription(text=text, language=language, duration=duration, segments=segments, timing=timing)

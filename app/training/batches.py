@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from app.model.asr_config import SUPPORTED_LANGUAGES
-from app.model.presets import ModelDims
+from app.checkpoint.presets import ModelDims
+from app.checkpoint.tokenizer import LANGUAGE_TAG_FORMAT, build_tokenizer
+from app.languages import SUPPORTED_LANGUAGES
 from app.model.projector import audio_slots
-from app.model.tokenizer import LANGUAGE_TAG_FORMAT, build_tokenizer
 from app.training import losses
 from app.training.features import FeatureSet
 

@@ -6,8 +6,9 @@ import json
 import textwrap
 from pathlib import Path
 
+from app.checkpoint.parts import ModelParts
 from app.model.asr_config import AsrConfig
-from app.model.checkpoint import ModelParts
+from app.model.ctc_start.config import CtcStartConfig
 
 
 def count_params(parts: ModelParts) -> dict[str, int]:
@@ -40,17 +41,20 @@ def _what_learned(cfg: dict) -> str:
 
 def decoding_md(config: AsrConfig, lexicons: dict[str, dict[str, float]]) -> str:
     """How the checkpoint reads its CTC start canvas, from its `asr_config.json` and word lists."""
-    if config.canvas_init != "ctc" or config.ctc_decoding != "lexicon":
+    if config.ctc_start is None:
+        return ""
+    search = CtcStartConfig.from_dict(config.ctc_start)
+    if search.canvas != "ctc" or search.decoding != "lexicon":
         return ""
     sizes = ", ".join(f"{lang} {len(counts):,}" for lang, counts in sorted(lexicons.items()))
     equal = all(len(set(counts.values())) == 1 for counts in lexicons.values())
     prior = ("every listed word equally likely, as the training sentences draw their words" if equal
              else "P from the list's weights (wordfreq's frequencies)")
     text = (
-        "The canvas starts from the CTC head's reading searched against word lists (`ctc_decoding` \"lexicon\", "
-        f"`app/model/ctc_lexicon.py`): a CTC prefix beam search ({config.lexicon_beam_width} hypotheses) that adds, "
-        f"per word, {config.lexicon_lm_weight:g} x ln P(word) + {config.lexicon_word_bonus:g} for a listed word and "
-        f"{config.lexicon_oov_penalty:g} for any other, {prior}, and {config.lexicon_token_bonus:g} per token "
+        "The canvas starts from the CTC head's reading searched against word lists (`ctc_start.decoding` "
+        f"\"lexicon\", `app/model/ctc_start/lexicon_search.py`): a CTC prefix beam search ({search.beam_width} "
+        f"hypotheses) that adds, per word, {search.lm_weight:g} x ln P(word) + {search.word_bonus:g} for a listed "
+        f"word and {search.oov_penalty:g} for any other, {prior}, and {search.token_bonus:g} per token "
         "(the CTC head drops faint letters more often than it invents them). The lists "
         f"(`adapter/lexicon/<lang>.tsv`; words: {sizes}) are the training vocabulary, written by `diffusion-asr "
         "lexicon --model DIR`. Words end at a space, or in Mandarin, written without spaces, where the next "
@@ -83,7 +87,7 @@ def model_card(info: dict, results_md: str = "", decoding: str = "") -> str:
     if cfg.get("canvas_init") == "ctc":
         seeded = ("Decoding starts from the greedy-CTC transcript of the compressed audio under the language tag "
                   "that the autoregressive head predicts after the prompt, kept at every step "
-                  "(`canvas_init` \"ctc\")")
+                  "(`ctc_start.canvas` \"ctc\")")
         seeded += (f"; on {cfg['seed_prob']:.0%} of the diffusion rows, training corrupts that transcript (t = "
                    f"u^{cfg['seed_noise_exponent']:g}) instead of the clean canvas.\n" if cfg.get("seed_prob")
                    else ".\n")

@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from app.model.asr_config import CANVAS_INITS, CANVAS_POSITIONS, LEXICON_PRIORS
+from app.model.ctc_start.config import CANVASES
+from app.training.lexicon import LEXICON_PRIORS
 
 # The project's real-speech clips live beside the checkout, not inside it.
 SHARED_AUDIO = Path(__file__).resolve().parents[2].parent / "shared" / "audio"
@@ -29,8 +30,8 @@ def _parse_dim(text: str) -> tuple[str, object]:
 _TRAIN_FIELDS = (
     "work_dir", "out", "preset", "train_per_lang", "eval_per_lang", "seed", "batch_size", "lr", "max_minutes",
     "max_steps", "checkpoint_minutes", "ctc_only_until_minutes", "w_ctc", "w_ar", "conv_lr_scale", "conv_gain",
-    "warmup_steps", "probe_every", "threads", "noise_exponent", "freeze_audio", "canvas_positions",
-    "prior_prob", "word_initial", "lr_per_stage", "device", "canvas_init", "seed_prob", "seed_noise_exponent",
+    "warmup_steps", "probe_every", "threads", "noise_exponent", "freeze_audio", "word_initial", "lr_per_stage",
+    "device", "canvas_init", "seed_prob", "seed_noise_exponent",
     "freq_masks", "freq_mask_bins", "time_masks", "time_mask_frac", "init_from", "train_only",
 )
 
@@ -40,8 +41,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from app.training.trainer import train
 
     given = {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
-    if args.canvas_prior is not None:
-        given["canvas_prior"] = None if args.canvas_prior == "none" else args.canvas_prior
     config = TrainConfig(
         **given, dims_override={**SHIPPED_DIMS, **dict(args.dim or [])}, resume=args.resume,
         progress=not args.no_progress, **({"data_workers": args.workers} if args.workers is not None else {}),
@@ -62,7 +61,7 @@ def _cmd_lexicon(args: argparse.Namespace) -> int:
 
     for path in write_lexicons(args.model, list(args.languages or LANGS), args.words, args.prior):
         print(f"wrote {path} ({sum(1 for _ in path.open(encoding='utf-8'))} words)")
-    print(f"{args.model}: ctc_decoding set to 'lexicon'")
+    print(f"{args.model}: ctc_start.decoding set to 'lexicon'")
     return 0
 
 
@@ -100,12 +99,7 @@ def register(subparsers) -> None:
                    help="corrupted canvas fraction t = u ** this, u ~ U(0, 1) (1: uniform; below 1: noisier)")
     p.add_argument("--freeze-audio", action=argparse.BooleanOptionalAction, default=None,
                    help="stop training the encoder and projector after the CTC stage")
-    p.add_argument("--canvas-positions", choices=CANVAS_POSITIONS,
-                   help="rotary positions of the canvas: after the prompt, or on the audio slots")
-    p.add_argument("--canvas-prior", choices=["ctc", "none"],
-                   help="self-condition the first denoising step on the CTC head's reading (none: unconditioned)")
-    p.add_argument("--prior-prob", type=float, help="fraction of training rows self-conditioned on the CTC prior")
-    p.add_argument("--canvas-init", choices=CANVAS_INITS,
+    p.add_argument("--canvas-init", choices=CANVASES,
                    help="the canvas decoding starts from: uniform noise, or the greedy-CTC transcript")
     p.add_argument("--seed-prob", type=float,
                    help="fraction of training rows whose noisy canvas is the greedy-CTC transcript (--canvas-init ctc)")
@@ -151,7 +145,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "lexicon", help="add word lists to a checkpoint and decode its CTC start canvas with them",
         description="Writes adapter/lexicon/<lang>.tsv (the training vocabulary and a weight per word) for each "
-                    "language, and sets ctc_decoding 'lexicon' in the adapter's asr_config.json.",
+                    "language, and sets ctc_start.decoding 'lexicon' in the adapter's asr_config.json.",
     )
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--words", type=int, default=None,

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from app.model.asr_config import SUPPORTED_LANGUAGES
-from app.model.presets import PRESETS, ModelDims
+from typing import Any
+
+from app.checkpoint.presets import PRESETS, ModelDims
+from app.languages import SUPPORTED_LANGUAGES
 from app.training.augment import MaskSpec
 
 # Changes to PRESETS["default"] for the shipped model, sized for the CPU budget (a training step costs ~0.08 s
@@ -76,20 +78,12 @@ class TrainConfig:
     # transcript decoding starts from with `canvas_init` "ctc" (70-90% right). At 2 the decoder returns that
     # transcript unharmed; at 0.5 it cost 0.4-3.8 points of CER (docs/training.md).
     noise_exponent: float = 2.0
-    # How the projected audio enters the prompt (`AsrConfig.audio_compression`): "ctc" merges it by the CTC
-    # prediction, one slot per emitted character, so the backbone need not learn where each character was spoken.
+    # How the projected audio enters the prompt: "ctc" merges it by the CTC prediction, one slot per emitted
+    # character, so the backbone need not learn where each character was spoken (the CTC-start add-on,
+    # `app.model.ctc_start`); None: as projected, the real model's way.
     audio_compression: str | None = "ctc"
-    # Rotary positions of the canvas (`AsrConfig.canvas_positions`): "on_audio" gives canvas slot k the position
-    # of compressed audio slot k - 1, which holds the character that slot should receive. Measured no better than
-    # the stock "after_prompt" (docs/training.md), so the recipe keeps the stock layout.
-    canvas_positions: str = "after_prompt"
-    # First-step self-conditioning (`AsrConfig.canvas_prior`): "ctc" hands the decoder the CTC head's reading of
-    # each compressed slot at the canvas slot that should hold it, trained on `prior_prob` of the rows. Measured
-    # no better than none (docs/training.md), so the recipe leaves it off.
-    canvas_prior: str | None = None
-    prior_prob: float = 0.5
-    # The canvas decoding starts from (`AsrConfig.canvas_init`): "ctc" starts from the greedy-CTC transcript,
-    # which the decoder keeps or corrects (against "noise": 10-29 points less CER, docs/training.md).
+    # The canvas decoding starts from (`ctc_start.canvas`): "ctc" starts from the greedy-CTC transcript, which the
+    # decoder keeps or corrects (against "noise": 10-29 points less CER, docs/training.md). Needs "ctc" above.
     canvas_init: str = "ctc"
     # Fraction of diffusion rows whose noisy canvas is that transcript (a random tag slot, CTC's own insertions,
     # deletions and misspellings), further corrupted by t = u ** seed_noise_exponent. Measured worse (2-39
@@ -112,7 +106,7 @@ class TrainConfig:
     conv_gain: float = 8.0  # extra init scale of the second Whisper convolution (see trainer.init_audio_path)
     conv_lr_scale: float = 0.1  # learning-rate multiplier of the Whisper convolutions (see state.make_optimizer)
     bucket_batches: int = 50  # batches of similar clip length, sorted within runs of this many (0: off)
-    characters: bool = True  # character tokenizer (see app.model.tokenizer.build_tokenizer)
+    characters: bool = True  # character tokenizer (see app.checkpoint.tokenizer.build_tokenizer)
     # With `characters`: a space joins the next character, so a word boundary the CTC head gets wrong costs one
     # wrong token, not a shift of the compressed audio against the canvas (see build_tokenizer).
     word_initial: bool = True
@@ -127,6 +121,16 @@ class TrainConfig:
     device: str = "cpu"  # "cuda" trains on a GPU (same seed, same data and batches; not bit-identical)
     resume: bool = False
     progress: bool = True
+
+    def ctc_start(self) -> dict[str, Any] | None:
+        """The checkpoint's `ctc_start` section (`app.model.ctc_start.config`), None on the stock path."""
+        if self.audio_compression is None:
+            if self.canvas_init != "noise":
+                raise ValueError("canvas_init 'ctc' reads CTC-compressed audio: it needs audio_compression 'ctc'")
+            return None
+        if self.audio_compression != "ctc":
+            raise ValueError(f"audio_compression must be 'ctc' or None, got {self.audio_compression!r}")
+        return {"canvas": self.canvas_init}
 
     def masks(self) -> MaskSpec:
         return MaskSpec(self.freq_masks, self.freq_mask_bins, self.time_masks, self.time_mask_frac)

@@ -149,7 +149,7 @@ def evaluate_synthetic(pipeline, feats_or_clips, steps: int, seed: int = 0, batc
 def evaluate_real(pipeline, audio_dir: Path, steps: int, seed: int = 0) -> list[dict]:
     """Transcribe the strongly-referenced real clips of `audio_dir` (manifest.jsonl) through the pipeline."""
     from app.audio.decode import AudioLimits, decode_audio
-    from app.model.pipeline import DecodeOptions
+    from app.results import DecodeOptions
 
     manifest = Path(audio_dir) / "manifest.jsonl"
     if not manifest.is_file():
@@ -211,7 +211,7 @@ def results_markdown(synthetic: dict[str, LangResult], real: list[dict], steps: 
 
 def measure_latency(pipeline, steps: int = 8, repeats: int = 7, seconds: float = 5.0, audio=None) -> dict:
     """Median wall time of `transcribe` on `seconds` of audio (a synthetic clip padded/cut, or noise)."""
-    from app.model.pipeline import DecodeOptions
+    from app.results import DecodeOptions
 
     n = int(seconds * 16000)
     if audio is None:
@@ -243,14 +243,14 @@ def speech_sample(clips, seconds: float, lang: str = "en") -> np.ndarray:
 def _update_card(model_dir: Path, results_md: str) -> None:
     """Put the results into the model card: re-rendered from the run's `train_info.json` when the checkpoint
     carries one, else spliced in before its "## Limits" section."""
-    from app.model.asr_config import AsrConfig
-    from app.model.checkpoint import load_lexicons
+    from app.checkpoint.asr_config_file import read_asr_config
+    from app.checkpoint.reading import load_lexicons
     from app.training.card import decoding_md, model_card
 
     card_path = model_dir / "adapter" / "MODEL_CARD.md"
     info_path = model_dir / "adapter" / "train_info.json"
     if info_path.is_file():
-        config = AsrConfig.load(model_dir / "adapter" / "asr_config.json")
+        config = read_asr_config(model_dir / "adapter")
         decoding = decoding_md(config, load_lexicons(model_dir / "adapter"))
         card = model_card(json.loads(info_path.read_text(encoding="utf-8")), results_md, decoding)
         card_path.write_text(card, encoding="utf-8")
@@ -271,7 +271,7 @@ def eval_command(args) -> int:
     import shlex
     import sys
 
-    from app.model.pipeline import load_pipeline
+    from app.checkpoint.loading import load_model_dir
     from app.training.data import MANIFEST, generate_dataset, load_dataset
     from app.training.texts import LANGS
 
@@ -283,7 +283,7 @@ def eval_command(args) -> int:
         ok = m["n_per_lang"] == args.eval_per_lang and m["seed"] == args.seed
     if not ok:
         generate_dataset(Path(args.work_dir) / "data", list(LANGS), args.eval_per_lang, args.seed, "eval")
-    pipeline = load_pipeline(Path(args.model))
+    pipeline = load_model_dir(Path(args.model))
     t0 = time.monotonic()
     synthetic = evaluate_synthetic(pipeline, load_dataset(data), args.steps, limit=args.limit)
     real = evaluate_real(pipeline, args.audio_dir, args.steps)

@@ -3,8 +3,7 @@
 The forward pass mirrors inference exactly (`app.model.pipeline`): Whisper log-mel of the clip padded to the full
 window, the Whisper encoder, the projector, the prompt `PromptBuilder` renders (with the language hint in a
 fraction of batches), the projected audio scattered into the `<audio>` slots, the backbone's causal encoder over
-the prompt (its KV cache), and the decoder over a canvas at the positions the prompt layout gives it
-(`AsrConfig.canvas_positions`).
+the prompt (its KV cache), and the decoder over a canvas right after the prompt.
 """
 
 from __future__ import annotations
@@ -13,10 +12,11 @@ import torch
 from torch.nn import functional as F
 from transformers import DynamicCache
 
-from app.model.backbone import Prompt, PromptBuilder, softcap
-from app.model.checkpoint import ModelParts, asr_config_for
-from app.model.compression import ctc_canvas, ctc_canvas_prior, prompt_audio
-from app.model.presets import ModelDims
+from app.checkpoint.parts import ModelParts, asr_config_for
+from app.checkpoint.presets import ModelDims
+from app.model.backbone import softcap
+from app.model.ctc_start.compression import ctc_canvas, prompt_audio
+from app.model.prompt import Prompt, PromptBuilder
 from app.training import losses
 from app.training.batches import Batch
 from app.training.config import TrainConfig
@@ -46,8 +46,8 @@ class AsrTrainer:
         self.config = config
         self.model = parts.backbone.get_base_model()  # DiffusionGemmaForBlockDiffusion with LoRA layers injected
         self.encoder = parts.whisper.get_encoder()
-        self.asr_config = asr_config_for(dims, config.audio_compression, config.canvas_positions,
-                                         config.canvas_prior, config.canvas_init)
+        self.ctc_start = config.ctc_start()
+        self.asr_config = asr_config_for(dims, self.ctc_start)
         self.prompts = PromptBuilder(parts.tokenizer, self.asr_config)
         self.vocab_size = self.model.config.text_config.vocab_size
         self.cap = self.model.final_logit_softcapping
@@ -160,27 +160,23 @@ class AsrTrainer:
         bsz = batch.features.shape[0]
         audio = self.project(batch.features)
         ids, layout = self.prompt(bsz, batch.langs if batch.hinted else None)
-        in_prompt = prompt_audio(audio, self.model.lm_head, self.parts.tokenizer.pad_token_id,
-                                 self.asr_config.audio_compression)
+        in_prompt = audio
+        if self.ctc_start is not None:  # the add-on's prompt audio, exactly as `CtcStart` feeds it
+            in_prompt = prompt_audio(audio, self.model.lm_head, self.parts.tokenizer.pad_token_id)
         cache, prompt_hidden = self.prefill(in_prompt, ids, layout.audio_positions)
         length = ids.shape[1]
         canvas_len = targets.canvas.shape[1]
         device = self.device
-        dec_pos = (layout.canvas_start + torch.arange(canvas_len, device=device))[None].expand(bsz, -1)
+        dec_pos = (length + torch.arange(canvas_len, device=device))[None].expand(bsz, -1)
 
-        # (1) uniform diffusion, self-conditioned as inference does: the CTC prior (first step) on a fraction of
-        # the rows when the checkpoint has one, a first pass's logits (later steps) on a fraction of the rest.
-        # Random draws come from the CPU generator (the same stream on any device), then move.
+        # (1) uniform diffusion, self-conditioned as inference does: a first pass's logits (later steps) on a
+        # fraction of the rows. Random draws come from the CPU generator (the same stream on any device), then move.
         t = losses.noise_levels(bsz, cfg.noise_exponent, generator)
         noisy, _, _ = losses.corrupt(targets.canvas, self.vocab_size, generator, t)
         # At seed_prob 0 (the recipe) no seed is built or drawn for: training is that of a "noise" start.
-        if self.asr_config.canvas_init == "ctc" and cfg.seed_prob > 0:
+        if self.ctc_start is not None and self.ctc_start["canvas"] == "ctc" and cfg.seed_prob > 0:
             noisy = self.seeded_rows(noisy, in_prompt, generator)
-        prior_rows = torch.zeros(bsz, dtype=torch.bool)
-        if self.asr_config.canvas_prior == "ctc":
-            prior_rows = torch.rand(bsz, generator=generator) < cfg.prior_prob
-        sc_mask = (torch.rand(bsz, generator=generator) < cfg.self_cond_prob) & ~prior_rows
-        prior_rows, sc_mask = prior_rows.to(device), sc_mask.to(device)
+        sc_mask = (torch.rand(bsz, generator=generator) < cfg.self_cond_prob).to(device)
         sc_logits = None
         if bool(sc_mask.any()):
             with torch.no_grad():
@@ -189,12 +185,6 @@ class AsrTrainer:
             temperature = self.asr_config.t_min + (self.asr_config.t_max - self.asr_config.t_min) * torch.rand(
                 bsz, 1, 1, generator=generator).to(device)
             sc_logits = first / temperature
-        if bool(prior_rows.any()):
-            tokenizer = self.parts.tokenizer
-            prior = ctc_canvas_prior(in_prompt, self.model.lm_head, canvas_len, tokenizer.pad_token_id,
-                                     tokenizer.eos_token_id)
-            sc_logits = prior if sc_logits is None else torch.where(prior_rows[:, None, None], prior, sc_logits)
-            sc_mask = sc_mask | prior_rows
         logits = self.model(
             decoder_input_ids=noisy, cache=cache, decoder_position_ids=dec_pos,
             self_conditioning_logits=sc_logits, self_conditioning_mask=sc_mask if sc_logits is not None else None,

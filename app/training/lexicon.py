@@ -1,4 +1,5 @@
-"""Word lists for lexicon-constrained CTC decoding (`app.model.ctc_lexicon`), written into a checkpoint.
+"""Word lists for lexicon-constrained CTC decoding (`app.model.ctc_start.lexicon_search`), written into a
+checkpoint.
 
 A list is the training text source's own vocabulary: the words the model was taught to spell. Each word is
 weighted as the training sentences draw it (equally, the default), or as the language uses it (wordfreq's
@@ -12,9 +13,13 @@ from pathlib import Path
 
 import wordfreq
 
-from app.model.asr_config import LEXICON_PRIORS, AsrConfig
-from app.model.checkpoint import LEXICON_DIR, CheckpointPaths
+from app.checkpoint.asr_config_file import read_asr_config, write_asr_config
+from app.checkpoint.layout import LEXICON_DIR, CheckpointPaths
+from app.model.ctc_start.config import CtcStartConfig
 from app.training import texts
+
+# How `diffusion-asr lexicon` weighs a list's words: as the training sentences draw them, or as the language uses them.
+LEXICON_PRIORS: tuple[str, ...] = ("training", "wordfreq")
 
 
 def lexicon_counts(lang: str, size: int | None = None, prior: str = "training") -> dict[str, float]:
@@ -34,13 +39,13 @@ def lexicon_counts(lang: str, size: int | None = None, prior: str = "training") 
 
 
 def write_lexicons(model: Path, langs: list[str], size: int | None = None, prior: str = "training") -> list[Path]:
-    """Write `adapter/lexicon/<lang>.tsv` for each language and switch the checkpoint's `ctc_decoding`
+    """Write `adapter/lexicon/<lang>.tsv` for each language and switch the checkpoint's `ctc_start.decoding`
     to "lexicon"; returns the files written. The checkpoint must start decoding from the CTC canvas."""
     paths = CheckpointPaths.from_model_dir(model)
-    config_path = paths.adapter / "asr_config.json"
-    config = AsrConfig.load(config_path)
-    if config.canvas_init != "ctc":
-        raise ValueError(f"{model}: canvas_init is {config.canvas_init!r}; word lists steer the 'ctc' start only")
+    config = read_asr_config(paths.adapter)
+    section = CtcStartConfig.from_dict(config.ctc_start) if config.ctc_start is not None else None
+    if section is None or section.canvas != "ctc":
+        raise ValueError(f"{model}: ctc_start.canvas is not 'ctc'; word lists steer the CTC start canvas only")
     # Every list is built before any is written, so a bad `prior` leaves the checkpoint untouched.
     lists = {lang: lexicon_counts(lang, size, prior) for lang in langs}
     folder = paths.adapter / LEXICON_DIR
@@ -51,5 +56,5 @@ def write_lexicons(model: Path, langs: list[str], size: int | None = None, prior
         # repr of the float keeps every digit wordfreq gives, so a reload is exact.
         path.write_text("".join(f"{word}\t{count!r}\n" for word, count in counts.items()), encoding="utf-8")
         written.append(path)
-    replace(config, ctc_decoding="lexicon").save(config_path)
+    write_asr_config(replace(config, ctc_start=replace(section, decoding="lexicon").to_dict()), paths.adapter)
     return written

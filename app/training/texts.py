@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import wordfreq
 
-from app.model.asr_config import SPACELESS_LANGUAGES
+from app.languages import SPACELESS_LANGUAGES
 
 LANGS: tuple[str, ...] = ("en", "de", "fr", "es", "hi", "zh")
 SPACELESS = SPACELESS_LANGUAGES

@@ -23,14 +23,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from app.model.checkpoint import (
-    ModelParts,
-    build_model,
-    load_parts,
-    save_checkpoint,
-)
+from app.checkpoint.parts import ModelParts, build_model, load_parts, save_checkpoint
+from app.checkpoint.presets import ModelDims
 from app.model.encoder import feature_extractor_for, window_frames
-from app.model.presets import ModelDims
 from app.training import losses
 from app.training.augment import mask_spectrogram
 from app.training.batches import (
@@ -235,7 +230,7 @@ def prepare_data(config: TrainConfig, dims: ModelDims) -> tuple[FeatureSet, Feat
     """Generate (or reuse) both splits, then extract (or reuse) their features."""
     from transformers import WhisperModel
 
-    from app.model.presets import whisper_config
+    from app.checkpoint.presets import whisper_config
     from app.training.data import MANIFEST, generate_dataset
     from app.training.features import extract_features
 

@@ -14,7 +14,7 @@ from test_api_http import URL, FakeEngine, FakeVad, assert_error, post
 
 def keyed_client() -> TestClient:
     loader = lambda s, o: LoadedModel(engine=FakeEngine(), vad=FakeVad(), info={})  # noqa: E731
-    return TestClient(create_app(Settings(api_keys="k-one, k-two"), loader=loader), raise_server_exceptions=False)
+    return TestClient(create_app(Settings.flat(api_keys="k-one, k-two"), loader=loader), raise_server_exceptions=False)
 
 
 def test_helpers():
@@ -24,7 +24,7 @@ def test_helpers():
     assert bearer_token("Basic abc") is None and bearer_token("Bearer") is None and bearer_token(None) is None
     assert presented_key({"authorization": "Bearer h"}, {"api_key": "q"}) == "h"
     assert presented_key({}, {"api_key": "q"}) == "q"
-    settings = Settings(api_keys="a,b")
+    settings = Settings.flat(api_keys="a,b")
     assert is_authorized(settings, {}, {"api_key": "b"}) and not is_authorized(settings, {}, {"api_key": "c"})
     assert is_authorized(Settings(), {}, {})
 

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from app.api.app import LoadedModel, create_app, mark_draining
 from app.config import Settings
 from app.engine.errors import DeadlineExceededError, JobFailedError, QueueFullError
-from app.model.denoiser import StepStats
-from app.model.transcript import Segment, Timing, Transcription
+from app.results import StepStats
+from app.results import Segment, Timing, Transcription
 
 URL = "/v1/audio/transcriptions"
 
@@ -33,6 +33,7 @@ class FakeEngine:
     model_name = "fake-model"
     window_seconds = 30.0
     default_steps = 4
+    languages = ("en", "de", "fr", "es", "hi", "zh")
 
     def __init__(self) -> None:
         self.depth = 0
@@ -95,7 +96,7 @@ def wav_bytes(seconds: float = 0.5, rate: int = 16000) -> bytes:
 def make_client(**settings) -> tuple[TestClient, FakeEngine]:
     engine = FakeEngine()
     loader = lambda s, observer: LoadedModel(engine=engine, vad=FakeVad(), info={"model": "fake-model"})  # noqa: E731
-    app = create_app(Settings(**settings), loader=loader)
+    app = create_app(Settings.flat(**settings), loader=loader)
     return TestClient(app, raise_server_exceptions=False), engine
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from app.model.compression import ctc_canvas, ctc_canvas_prior, ctc_compress, prompt_audio
+from app.model.ctc_start.compression import ctc_canvas, ctc_compress, prompt_audio
 
 BLANK = 0
 
@@ -40,26 +40,12 @@ def test_gradient_reaches_every_emitted_slot_and_no_blank_one() -> None:
     torch.testing.assert_close(audio.grad[0, :, 0], torch.tensor([1.0, 0.0, 0.5, 0.5]))
 
 
-def test_prompt_audio_follows_the_checkpoint_setting() -> None:
+def test_prompt_audio_is_the_audio_merged_by_the_heads_own_ctc_runs() -> None:
     audio = torch.randn(1, 4, 5)
     head = torch.nn.Linear(5, 5, bias=False)
-    assert prompt_audio(audio, head, BLANK, None) is audio
     with torch.no_grad():
         expected = ctc_compress(audio, head(audio), BLANK)
-    torch.testing.assert_close(prompt_audio(audio, head, BLANK, "ctc"), expected)
-
-
-def test_canvas_prior_puts_the_kth_emitted_slot_at_canvas_slot_k_plus_one_then_eos_and_pad() -> None:
-    vocab, pad, eos = 6, 0, 1
-    head = torch.nn.Linear(2, vocab, bias=False)
-    compressed = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])  # two emitted slots
-    prior = ctc_canvas_prior(compressed, head, canvas_length=5, pad=pad, eos=eos)
-    assert prior.shape == (1, 5, vocab)
-    assert torch.equal(prior[0, 0], torch.zeros(vocab))  # the language tag: no guess
-    with torch.no_grad():
-        torch.testing.assert_close(prior[0, 1:3], head(compressed[0, :2]))
-    assert prior[0, 3].argmax() == eos and prior[0, 4].argmax() == pad
-    assert prior[0, 3, eos] - prior[0, 3, pad] >= 10
+    torch.testing.assert_close(prompt_audio(audio, head, BLANK), expected)
 
 
 def test_ctc_canvas_is_the_greedy_ctc_transcript_then_eos_and_pad() -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.model.compression import compress_runs, ctc_alignment
-from app.model.ctc_lexicon import Lexicon, LexiconBeamSearch, LexiconParams
+from app.model.ctc_start.compression import compress_runs, ctc_alignment
+from app.model.ctc_start.lexicon_search import Lexicon, LexiconBeamSearch, LexiconParams
 
 # id 0 is the blank; letters alone continue a word, letters after a space start one.
 TEXTS = ["<pad>", "c", "a", "t", "k", "o", " c", " a", " t", " k", " o", "女"]

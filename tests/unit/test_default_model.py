@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.model import embedded
-from app.model.pipeline import AsrPipeline, DecodeOptions, load_pipeline
+from app.checkpoint import embedded
+from app.checkpoint.loading import load_model_dir as load_pipeline
+from app.model.pipeline import AsrPipeline
+from app.results import DecodeOptions
 from app.training import synth, texts
 from app.training.data import clip_rng
 from app.training.evaluate import cer

@@ -3,12 +3,12 @@ fallback written once into the cache directory and announced loudly."""
 
 from __future__ import annotations
 
-from app.model import embedded
+from app.checkpoint import embedded
 
 
 def test_without_a_shipped_model_a_random_fallback_is_written_once_and_announced(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(embedded, "REPO_MODEL_DIR", tmp_path / "missing")
-    with caplog.at_level("WARNING", logger="app.model.embedded"):
+    with caplog.at_level("WARNING", logger="app.checkpoint.embedded"):
         first = embedded.embedded_model_dir(tmp_path / "cache")
     assert (first / "adapter" / "asr_config.json").is_file()
     assert "NO TRAINED MODEL" in caplog.text

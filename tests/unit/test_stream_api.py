@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from app.api.app import LoadedModel, create_app
 from app.config import Settings
 from app.engine.errors import QueueFullError
-from app.model.denoiser import StepStats
-from app.model.transcript import Segment, Timing, Transcription
+from app.results import StepStats
+from app.results import Segment, Timing, Transcription
 from tests.unit.test_stream_segmenter import EnergyVad
 
 URL = "/v1/audio/stream"
@@ -31,6 +31,7 @@ class FakeEngine:
     model_name = "fake-model"
     window_seconds = 30.0
     default_steps = 3
+    languages = ("en", "de", "fr", "es", "hi", "zh")
 
     def __init__(self) -> None:
         self.fail: Exception | None = None
@@ -70,7 +71,7 @@ class FakeEngine:
 def make_client(**overrides) -> tuple[TestClient, FakeEngine]:
     engine = FakeEngine()
     loader = lambda s, observer: LoadedModel(engine=engine, vad=FakeVad(), info={"model": "fake-model"})  # noqa: E731
-    app = create_app(Settings(**{"stream_max_sessions": 2, **overrides}), loader=loader)
+    app = create_app(Settings.flat(**{"stream_max_sessions": 2, **overrides}), loader=loader)
     app.state.stream_vad_factory = EnergyVad
     return TestClient(app), engine
 

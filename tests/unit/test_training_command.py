@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from app.cli import main
-from app.model.pipeline import load_pipeline
+from app.checkpoint.loading import load_model_dir as load_pipeline
+from app.results import DecodeOptions
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +35,7 @@ def test_train_command_writes_a_checkpoint_the_pipeline_serves(tmp_path: Path) -
     assert info["config"]["word_initial"] is True
     asr_config = json.loads((out / "adapter" / "asr_config.json").read_text(encoding="utf-8"))
     assert {key: asr_config[key] for key in info["config"]["sampler"]} == info["config"]["sampler"]
-    assert asr_config["canvas_init"] == info["config"]["canvas_init"] == "ctc"
+    assert asr_config["ctc_start"]["canvas"] == info["config"]["canvas_init"] == "ctc"
     card = (out / "adapter" / "MODEL_CARD.md").read_text()
     assert "Decoding starts from the greedy-CTC transcript" in card
     assert info["config"]["freq_masks"] == 2 and "2 mel bands of up to 15 bins and 1 time spans" in card
@@ -47,14 +48,14 @@ def test_train_command_writes_a_checkpoint_the_pipeline_serves(tmp_path: Path) -
     assert pipeline.tokenizer.convert_ids_to_tokens(pipeline.tokenizer("a b", add_special_tokens=False).input_ids) \
         == ["a", "Ġb"]
     audio = np.random.default_rng(0).standard_normal(16_000).astype(np.float32) * 0.1
-    result = pipeline.transcribe(audio)
+    result = pipeline.transcribe(audio, DecodeOptions(steps=pipeline.default_steps))
     assert isinstance(result.text, str)
 
 
 def test_a_run_continues_from_a_checkpoint_training_only_the_adapter(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from app.model.checkpoint import load_parts
+    from app.checkpoint.parts import load_parts
     from app.training.config import SHIPPED_DIMS, TrainConfig
 
     tiny = ["--train-per-lang", "2", "--eval-per-lang", "1", "--batch-size", "4", "--ctc-only-until-minutes", "0",

@@ -10,8 +10,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from app.checkpoint.asr_config_file import read_asr_config
+from app.checkpoint.reading import load_lexicons
 from app.model.asr_config import AsrConfig
-from app.model.checkpoint import load_lexicons
 from app.training import texts
 from app.training.card import decoding_md
 
@@ -20,8 +21,7 @@ def _ctc_start_model(tiny_model_dir: Path, tmp_path: Path, canvas_init: str = "c
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
     config = model / "adapter" / "asr_config.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "audio_compression": "ctc",
-                                  "canvas_init": canvas_init}))
+    config.write_text(json.dumps({**json.loads(config.read_text()), "ctc_start": {"canvas": canvas_init}}))
     return model
 
 
@@ -39,11 +39,11 @@ def test_the_command_writes_the_vocabulary_of_each_language_and_switches_decodin
     for lang, counts in lists.items():
         assert list(counts) == list(texts.vocabulary(lang, 200))
         assert len(set(counts.values())) == 1 and next(iter(counts.values())) > 0, "the training prior: all equal"
-    assert AsrConfig.load(model / "adapter" / "asr_config.json").ctc_decoding == "lexicon"
+    assert read_asr_config(model / "adapter").ctc_start["decoding"] == "lexicon"
 
-    from app.model.pipeline import load_pipeline
+    from app.checkpoint.loading import load_model_dir as load_pipeline
 
-    assert load_pipeline(model).lexicon_search is not None
+    assert load_pipeline(model).start.search is not None
 
 
 def test_the_wordfreq_prior_weighs_words_as_the_language_uses_them(tiny_model_dir, tmp_path):
@@ -69,17 +69,18 @@ def test_a_checkpoint_that_starts_from_noise_is_refused_and_left_alone(tiny_mode
     model = _ctc_start_model(tiny_model_dir, tmp_path, canvas_init="noise")
     before = (model / "adapter" / "asr_config.json").read_text()
     out = _lexicon("--model", str(model), "--languages", "en")
-    assert out.returncode != 0 and "canvas_init" in out.stderr
+    assert out.returncode != 0 and "ctc_start.canvas" in out.stderr
     assert (model / "adapter" / "asr_config.json").read_text() == before
     assert not (model / "adapter" / "lexicon").exists()
 
 
 def test_the_card_states_the_search_only_for_checkpoints_that_use_it() -> None:
-    lexicon = AsrConfig(audio_compression="ctc", canvas_init="ctc", ctc_decoding="lexicon", lexicon_beam_width=24)
+    lexicon = AsrConfig(ctc_start={"canvas": "ctc", "decoding": "lexicon", "beam_width": 24})
     equal = {"en": dict.fromkeys(map(str, range(3000)), 1.0), "de": dict.fromkeys(map(str, range(2500)), 1.0)}
     card = decoding_md(lexicon, equal)
     assert "24 hypotheses" in card and "de 2,500, en 3,000" in card
-    assert str(lexicon.lexicon_oov_penalty).rstrip("0").rstrip(".") in card
+    assert str(-40.0).rstrip("0").rstrip(".") in card  # the search's default out-of-list penalty
     assert "equally likely" in card and "wordfreq" not in card
     assert "wordfreq" in decoding_md(lexicon, {**equal, "de": {"und": 0.03, "der": 0.02}})
-    assert decoding_md(AsrConfig(audio_compression="ctc", canvas_init="ctc"), equal) == ""
+    assert decoding_md(AsrConfig(ctc_start={"canvas": "ctc"}), equal) == ""
+    assert decoding_md(AsrConfig(), equal) == ""

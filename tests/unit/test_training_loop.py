@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.model.checkpoint import build_model
-from app.model.presets import PRESETS
+from app.checkpoint.parts import build_model
+from app.checkpoint.presets import PRESETS
 from app.training.batches import make_examples, train_tokenizer
 from app.training.config import TrainConfig
 from app.training.features import FeatureSet
@@ -128,27 +128,12 @@ def _step_seeing(loop: Loop, keyword: str) -> tuple[dict, list]:
     return values, seen
 
 
-@pytest.mark.parametrize("layout", ["after_prompt", "on_audio"])
-def test_training_canvas_sits_where_inference_puts_it(tmp_path: Path, layout: str) -> None:
-    loop = _loop(tmp_path, canvas_positions=layout, self_cond_prob=0.0, ctc_only_until_minutes=0.0)
+def test_training_canvas_sits_where_inference_puts_it(tmp_path: Path) -> None:
+    loop = _loop(tmp_path, self_cond_prob=0.0, ctc_only_until_minutes=0.0)
     _, seen = _step_seeing(loop, "decoder_position_ids")
     prompt = loop.trainer.prompts.build(None)
     positions = next(p for p in seen if p is not None)
-    assert prompt.canvas_start == (prompt.audio_positions[0] - 1 if layout == "on_audio" else len(prompt.ids))
-    assert torch.equal(positions[0], prompt.canvas_start + torch.arange(TINY.canvas_length))
-
-
-def test_ctc_prior_rows_are_self_conditioned_on_the_prior(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.training import forward
-
-    priors = _record_calls(monkeypatch, forward, "ctc_canvas_prior")
-    loop = _loop(tmp_path, canvas_prior="ctc", prior_prob=1.0, ctc_only_until_minutes=0.0)
-    values, seen = _step_seeing(loop, "self_conditioning_logits")
-    assert np.isfinite(values["diff"])
-    assert len(priors) == 1 and priors[0].shape == (6, TINY.canvas_length, loop.trainer.vocab_size)
-    conditioned = [s for s in seen if s is not None]
-    assert len(conditioned) == 1  # every row takes the prior: no first pass is needed
-    torch.testing.assert_close(conditioned[0], priors[0])
+    assert torch.equal(positions[0], len(prompt.ids) + torch.arange(TINY.canvas_length))
 
 
 def test_seeded_rows_start_from_the_ctc_transcript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,7 +142,7 @@ def test_seeded_rows_start_from_the_ctc_transcript(tmp_path: Path, monkeypatch: 
     seeds = _record_calls(monkeypatch, forward, "ctc_canvas")
     # u ** 1e6 is 0 for every u < 1: the seeds are not corrupted any further.
     loop = _loop(tmp_path, canvas_init="ctc", seed_prob=1.0, seed_noise_exponent=1e6, self_cond_prob=0.0)
-    assert loop.trainer.asr_config.canvas_init == "ctc"
+    assert loop.trainer.asr_config.ctc_start == {"canvas": "ctc"}
     values, seen = _step_seeing(loop, "decoder_input_ids")
     assert np.isfinite(values["diff"])
     canvases = [s for s in seen if s is not None]
@@ -175,7 +160,7 @@ def test_without_seeded_rows_ctc_start_trains_exactly_as_a_noise_start(
     canvases = {}
     for init in ("ctc", "noise"):
         loop = _loop(tmp_path / init, canvas_init=init, seed_prob=0.0, self_cond_prob=0.0)
-        assert loop.trainer.asr_config.canvas_init == init
+        assert loop.trainer.asr_config.ctc_start == {"canvas": init}
         canvases[init] = [s for s in _step_seeing(loop, "decoder_input_ids")[1] if s is not None]
     assert seeds == []  # no transcript is built when no row takes it
     assert len(canvases["ctc"]) == 1 and torch.equal(canvases["ctc"][0], canvases["noise"][0])

@@ -98,7 +98,7 @@ def test_fast_log_mel_equals_serving_features() -> None:
 
 
 def test_character_tokenizer_gives_one_token_per_character_in_every_script() -> None:
-    from app.model.tokenizer import build_tokenizer
+    from app.checkpoint.tokenizer import build_tokenizer
 
     corpus = ["the cat sat", "über den hund", "le château", "el niño", "नमस्ते दुनिया", "我们是学生"]
     tokenizer = build_tokenizer(corpus * 3, vocab_size=512, characters=True)
@@ -111,7 +111,7 @@ def test_character_tokenizer_gives_one_token_per_character_in_every_script() -> 
 
 
 def test_word_initial_tokenizer_makes_a_missed_space_a_substitution_not_a_shift() -> None:
-    from app.model.tokenizer import build_tokenizer
+    from app.checkpoint.tokenizer import build_tokenizer
 
     corpus = ["the cat sat", "über den hund", "le château", "el niño", "नमस्ते दुनिया", "我们是学生"]
     tokenizer = build_tokenizer(corpus * 3, vocab_size=512, characters=True, word_initial=True)

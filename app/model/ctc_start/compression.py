@@ -73,47 +73,28 @@ def ctc_alignment(logprobs: np.ndarray, ids: list[int], blank: int) -> np.ndarra
     return np.where(path % 2 == 1, path // 2, -1)
 
 
-def prompt_audio(
-    projected: torch.Tensor, lm_head: torch.nn.Module, blank: int, compression: str | None
-) -> torch.Tensor:
-    """What the prompt's audio slots receive under a checkpoint's `audio_compression`: the one rule for
-    training (`AsrTrainer`) and inference (`AsrPipeline`), so both feed the backbone the same thing."""
-    if compression != "ctc":
-        return projected
+def prompt_audio(projected: torch.Tensor, lm_head: torch.nn.Module, blank: int) -> torch.Tensor:
+    """What the prompt's audio slots receive with the add-on on: the projected audio merged by its own CTC
+    prediction. The one rule for training (`AsrTrainer`) and inference (`CtcStart`), so both feed the backbone
+    the same thing."""
     with torch.no_grad():
         logits = lm_head(projected)  # only its argmax is used: no gradient to the head
     return ctc_compress(projected, logits, blank)
 
 
-def ctc_canvas_prior(
-    audio: torch.Tensor, lm_head: torch.nn.Module, canvas_length: int, pad: int, eos: int, margin: float = 30.0
+def ctc_canvas(
+    audio: torch.Tensor, lm_head: torch.nn.Module, canvas_length: int, pad: int, eos: int
 ) -> torch.Tensor:
-    """First-step self-conditioning logits `[B, C, V]` read from CTC-compressed audio `[B, S, H]`.
+    """The greedy-CTC transcript of compressed audio `[B, S, H]` laid out as a canvas after its tag slot: ids
+    `[B, C - 1]` for slots 1..C-1.
 
-    Canvas slot k + 1 gets the CTC head's logits for compressed slot k, i.e. for the k-th emitted character,
-    which is where the canvas holds that character (slot 0 is the language tag and gets all-zero logits, a
-    uniform guess). The slot after the last emitted one gets `<eos>` and the rest `<pad>`, `margin` logits above
-    every other id, as the canvas of a transcript that long ends.
+    Compressed slot k holds the k-th emitted character, so its argmax is the k-th token of greedy CTC decoding
+    (the mean of a run of logits that all peak at one label peaks there too); then `<eos>`, then `<pad>`.
     """
     with torch.no_grad():
         slots = audio[:, : canvas_length - 1]
-        logits = lm_head(slots)
         emitted = slots.abs().sum(dim=-1) > 0  # compression leaves exact zeros past the last run
         count = emitted.sum(dim=1, keepdim=True)
         index = torch.arange(slots.shape[1], device=audio.device)[None]
         ends = torch.where(index == count, torch.full_like(index, eos), torch.full_like(index, pad))
-        filler = torch.nn.functional.one_hot(ends, logits.shape[-1]).to(logits.dtype) * margin
-        logits = torch.where(emitted[..., None], logits, filler)
-        return torch.cat([logits.new_zeros(logits.shape[0], 1, logits.shape[-1]), logits], dim=1)
-
-
-def ctc_canvas(
-    audio: torch.Tensor, lm_head: torch.nn.Module, canvas_length: int, pad: int, eos: int
-) -> torch.Tensor:
-    """The greedy-CTC transcript laid out as a canvas after its tag slot: ids `[B, C - 1]` for slots 1..C-1.
-
-    Compressed slot k holds the k-th emitted character, so its argmax is the k-th token of greedy CTC decoding
-    (the mean of a run of logits that all peak at one label peaks there too); then `<eos>`, then `<pad>`. The
-    argmax of `ctc_canvas_prior`, so the prior and the seeded canvas never disagree.
-    """
-    return ctc_canvas_prior(audio, lm_head, canvas_length, pad, eos)[:, 1:].argmax(dim=-1)
+        return torch.where(emitted, lm_head(slots).argmax(dim=-1), ends)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from app.model.asr_config import SUPPORTED_LANGUAGES
+from app.languages import SUPPORTED_LANGUAGES
 
 # Order fixes the ids: pad=0, eos=1, bos=2 match DiffusionGemma's config defaults.
 BASE_SPECIALS: tuple[str, ...] = (

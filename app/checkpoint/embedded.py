@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from app.model.checkpoint import CheckpointPaths, write_random_checkpoint
+from app.checkpoint.parts import write_random_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,3 @@ def embedded_model_dir(cache_dir: Path) -> Path:
             shutil.rmtree(scratch, ignore_errors=True)
     log.warning(FALLBACK_WARNING.format(path=target))
     return target
-
-
-def is_random_fallback(paths: CheckpointPaths) -> bool:
-    """Whether `paths` point at the random fallback rather than a trained model."""
-    return FALLBACK_PRESET in str(paths.adapter)
