@@ -18,6 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 240.0
 FAULT_PROMPT = "__inject_failure__"
+HOLD_PROMPT = "__hold_at_step__"  # a job with this prompt stays after its first step until cancelled or expired
 API_KEYS = ("test-key-one", "test-key-two")
 
 
@@ -97,18 +98,25 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.fixture(scope="session")
 def keyed_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server that requires one of `API_KEYS`, and keeps serving 1.5 s with readiness 503 after SIGTERM."""
-    yield from _serve(tiny_model_dir, tmp_path_factory, "keyed", {
-        "ASR_API_KEYS": ",".join(API_KEYS), "ASR_SHUTDOWN_GRACE_S": "1.5",
+    """A server that requires one of `API_KEYS`."""
+    yield from _serve(tiny_model_dir, tmp_path_factory, "keyed", {"ASR_API_KEYS": ",".join(API_KEYS)})
+
+
+@pytest.fixture()
+def stopping_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server of its own for a test that shuts it down: keys as `keyed_server`, and after SIGTERM it keeps
+    serving 5 s with readiness 503."""
+    yield from _serve(tiny_model_dir, tmp_path_factory, "stopping", {
+        "ASR_API_KEYS": ",".join(API_KEYS), "ASR_SHUTDOWN_GRACE_S": "5",
     })
 
 
 @pytest.fixture(scope="session")
 def limited_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One row at a time, one queued job, a 3 s deadline, and a long canvas so that 64 denoising steps take
-    longer than the deadline on any CPU: easy to fill, easy to time out."""
+    """One row at a time, one queued job, an 8 s deadline, and jobs that hold at a step boundary: easy to fill,
+    easy to time out, on any CPU (the deadline leaves a slow machine seconds to spare before a held job ends)."""
     yield from _serve(tiny_model_dir, tmp_path_factory, "limited", {
-        "ASR_MAX_QUEUE": "1", "ASR_MAX_BATCH_SIZE": "1", "ASR_REQUEST_TIMEOUT_S": "3", "ASR_CANVAS_LENGTH": "768",
+        "ASR_MAX_QUEUE": "1", "ASR_MAX_BATCH_SIZE": "1", "ASR_REQUEST_TIMEOUT_S": "8", "ASR_HOLD_PROMPT": HOLD_PROMPT,
     })
 
 
