@@ -46,7 +46,9 @@ class ModelSettings(Group):
     backbone: Path | None = None
     """Hugging Face DiffusionGemma directory with its tokenizer; overrides MODEL/backbone."""
     adapter: Path | None = None
-    """Adapter directory (projector, LoRA, asr_config.json); overrides MODEL/adapter."""
+    """Adapter directory: the project's layout, or a published adapter folder as downloaded; overrides MODEL/adapter."""
+    trust_adapter_code: bool = False
+    """Build a published adapter's projector with the adapter's own `audio.AudioProjector` (runs its code)."""
     cache_dir: Path = Path.home() / ".cache" / "diffusion-asr"
     """Where a generated fallback model is written when no trained default model ships with the code."""
     device: Literal["auto", "cuda", "cpu"] = "auto"

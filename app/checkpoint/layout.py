@@ -6,7 +6,8 @@ MODEL/
   backbone/   Hugging Face DiffusionGemma (config.json + weights) and its tokenizer
   adapter/    asr_config.json, projector.safetensors (+ projector.json), lora/ (peft), optional lexicon/
 ```
-The three parts may also live in three unrelated directories (that is how the real weights come).
+The three parts may also live in three unrelated directories (that is how the real weights come). An adapter
+directory without the project's file names is read as published elsewhere (`app.checkpoint.adapter_plan`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.checkpoint.adapter_files import require_weights, scan_adapter
 from app.checkpoint.errors import CheckpointError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -70,10 +72,19 @@ class CheckpointPaths:
         _require_any(self.backbone, WEIGHT_FILES)
         _require_any(self.backbone, TOKENIZER_FILES)
         _require_dir(self.adapter, "adapter")
-        _require(self.adapter, ASR_CONFIG_FILE)
-        _require(self.adapter, PROJECTOR_FILE)
-        _require(self.adapter / LORA_DIR, "adapter_config.json")
-        _require_any(self.adapter / LORA_DIR, LORA_WEIGHT_FILES)
+        if is_project_layout(self.adapter):
+            _require(self.adapter, ASR_CONFIG_FILE)
+            _require(self.adapter, PROJECTOR_FILE)
+            _require(self.adapter / LORA_DIR, "adapter_config.json")
+            _require_any(self.adapter / LORA_DIR, LORA_WEIGHT_FILES)
+        else:
+            require_weights(scan_adapter(self.adapter))
+
+
+def is_project_layout(adapter: Path) -> bool:
+    """The project's own layout (any of its file names present); anything else is read as a published adapter
+    whose weights are found by content."""
+    return (adapter / PROJECTOR_FILE).is_file() or (adapter / LORA_DIR).is_dir()
 
 
 def _require_dir(path: Path, part: str) -> None:

@@ -6,16 +6,18 @@ the adapter's `asr_config.json` has a `ctc_start` section.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from app.checkpoint.asr_config_file import read_asr_config
+from app.checkpoint.adapter_plan import plan_adapter
 from app.checkpoint.embedded import embedded_model_dir
 from app.checkpoint.errors import CheckpointError
-from app.checkpoint.layout import LORA_DIR, CheckpointPaths
-from app.checkpoint.reading import load_backbone, load_encoder, load_lexicons, load_projector, load_tokenizer
+from app.checkpoint.layout import CheckpointPaths
+from app.checkpoint.prompt_check import check_prompt
+from app.checkpoint.reading import encoder_frames, load_backbone, load_encoder, load_lexicons, load_tokenizer
 from app.config import ModelSettings
 from app.model.asr_config import AsrConfig
 from app.model.ctc_start.config import CtcStartConfig
@@ -26,6 +28,7 @@ from app.model.row_start import NoiseStart, RowStart
 from app.model.sampling import SAMPLERS, TokenSampler
 from app.model.transcript import TranscriptDecoder
 
+log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -45,19 +48,29 @@ def load_pipeline(
     dtype: torch.dtype | None = None,
     canvas_length: int | None = None,
     sampler: TokenSampler | None = None,
+    trust_adapter_code: bool = False,
 ) -> AsrPipeline:
-    """Load and check the three parts (offline); `canvas_length` overrides the adapter's."""
+    """Load and check the three parts (offline); `canvas_length` overrides the adapter's.
+
+    Order matters: everything that can be checked from configs, tensor headers and the tokenizer (the adapter's
+    plan, its LoRA names against the backbone's layers, the prompt's tokens) is checked before any encoder or
+    backbone weight is read, so a wrong adapter fails in seconds, not after the backbone's minutes.
+    """
     paths.validate()
     device = device or default_device()
     dtype = dtype or default_dtype(device)
-    config = read_asr_config(paths.adapter)
-    if canvas_length is not None:
-        config = replace(config, canvas_length=canvas_length)
+    plan = plan_adapter(paths.adapter, paths.backbone, trust_adapter_code, encoder_frames(paths.encoder))
+    config = plan.config if canvas_length is None else replace(plan.config, canvas_length=canvas_length)
     tokenizer = load_tokenizer(paths.backbone)
+    check_prompt(tokenizer, config, str(paths.adapter))
+    projector = plan.build_projector(trust_adapter_code).to(device=device, dtype=dtype).eval().requires_grad_(False)
+    log.info("adapter %s (%s layout): projector %s, LoRA on %d layers", paths.adapter, plan.layout,
+             plan.projector.kind, len(plan.lora.modules))  # type: ignore[union-attr]
     parts = AsrParts(
         encoder=load_encoder(paths.encoder, device, dtype),
-        projector=load_projector(paths.adapter, device, dtype),
-        backbone=load_backbone(paths.backbone, paths.adapter / LORA_DIR, device, dtype, config.canvas_length),
+        projector=projector,
+        backbone=load_backbone(paths.backbone, plan.lora, plan.lora_tensors(), device, dtype,  # type: ignore[arg-type]
+                               config.canvas_length, config.final_logit_softcapping),
         tokenizer=tokenizer,
     )
     _check_shapes(paths, parts, config)
@@ -87,11 +100,11 @@ def _check_shapes(paths: CheckpointPaths, parts: AsrParts, config: AsrConfig) ->
     frames = parts.encoder.config.max_source_positions
     slots = parts.projector.slots(frames)
     if slots != config.audio_slots:
-        raise CheckpointError(f"{paths.adapter}: asr_config.json has audio_slots={config.audio_slots} but the "
+        raise CheckpointError(f"{paths.adapter}: the prompt has audio_slots={config.audio_slots} but the "
                               f"projector gives {slots} for {frames} encoder frames")
     hidden = parts.backbone.config.text_config.hidden_size
-    if parts.projector.proj.out_features != hidden:
-        raise CheckpointError(f"{paths.adapter}: projector outputs {parts.projector.proj.out_features} but the "
+    if parts.projector.out_features != hidden:
+        raise CheckpointError(f"{paths.adapter}: projector outputs {parts.projector.out_features} but the "
                               f"backbone's hidden size is {hidden}")
     try:
         longest = len(PromptBuilder(parts.tokenizer, config).build("en", "x" * 64).ids)
@@ -123,4 +136,5 @@ def resolve_device(settings: ModelSettings) -> torch.device:
 def load_from_settings(settings: ModelSettings) -> AsrPipeline:
     """Load the pipeline the model settings describe."""
     return load_pipeline(resolve_paths(settings), device=resolve_device(settings), dtype=DTYPES.get(settings.dtype),
-                         canvas_length=settings.canvas_length, sampler=SAMPLERS[settings.sampler]())
+                         canvas_length=settings.canvas_length, sampler=SAMPLERS[settings.sampler](),
+                         trust_adapter_code=settings.trust_adapter_code)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
-from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import (
     AutoTokenizer, DiffusionGemmaForBlockDiffusion, PreTrainedTokenizerFast, WhisperModel,
@@ -14,8 +14,11 @@ from transformers import (
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from app.checkpoint.errors import CheckpointError
-from app.checkpoint.layout import LEXICON_DIR, LORA_DIR, PROJECTOR_FILE, PROJECTOR_META_FILE
+from app.checkpoint.layout import LEXICON_DIR, PROJECTOR_FILE, PROJECTOR_META_FILE
+from app.checkpoint.lora import LoraPlan, apply_lora
 from app.model.projector import Projector
+
+log = logging.getLogger(__name__)
 
 
 def load_encoder(path: Path, device: torch.device, dtype: torch.dtype) -> WhisperEncoder:
@@ -27,7 +30,7 @@ def load_encoder(path: Path, device: torch.device, dtype: torch.dtype) -> Whispe
 
 
 def load_projector(adapter: Path, device: torch.device, dtype: torch.dtype) -> Projector:
-    """The projector, sized from its own saved weights and `projector.json`."""
+    """The project's own projector, sized from its saved weights and `projector.json` (training continues it)."""
     meta_path = adapter / PROJECTOR_META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     state = load_file(str(adapter / PROJECTOR_FILE))
@@ -38,18 +41,31 @@ def load_projector(adapter: Path, device: torch.device, dtype: torch.dtype) -> P
     return projector.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-def load_backbone(path: Path, lora: Path, device: torch.device, dtype: torch.dtype,
-                  canvas_length: int) -> DiffusionGemmaForBlockDiffusion:
-    """DiffusionGemma with the adapter's LoRA injected in place, frozen, its canvas set to `canvas_length`.
+def load_backbone(path: Path, lora: LoraPlan, tensors: dict[str, torch.Tensor], device: torch.device,
+                  dtype: torch.dtype, canvas_length: int, softcap: float | None = None
+                  ) -> DiffusionGemmaForBlockDiffusion:
+    """DiffusionGemma with the adapter's LoRA injected in place (strictly: see `app.checkpoint.lora`), frozen, its
+    canvas set to `canvas_length` and, when given, its final logit soft-capping to `softcap`.
 
     The LoRA is deliberately not merged: encoder and decoder layers share (tie) their base weights, so merging
     the encoder's LoRA would also change the decoder's weights.
     """
+    log.info("loading backbone weights from %s", path)
     backbone = DiffusionGemmaForBlockDiffusion.from_pretrained(str(path), local_files_only=True, dtype=dtype)
     backbone.config.canvas_length = canvas_length
-    peft_model = PeftModel.from_pretrained(backbone.to(device), str(lora), is_trainable=False, local_files_only=True)
-    model = peft_model.eval().base_model.model
+    if softcap is not None:
+        backbone.config.get_text_config().final_logit_softcapping = softcap
+        backbone.final_logit_softcapping = softcap
+    model = apply_lora(backbone.to(device), lora, tensors)
     return model.eval().requires_grad_(False)
+
+
+def encoder_frames(encoder: Path) -> int:
+    """The Whisper encoder's positions per window, from its config alone."""
+    try:
+        return int(json.loads((encoder / "config.json").read_text())["max_source_positions"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{encoder / 'config.json'}: cannot read max_source_positions ({exc})") from None
 
 
 def load_tokenizer(backbone: Path) -> PreTrainedTokenizerFast:

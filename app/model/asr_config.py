@@ -20,6 +20,12 @@ class AsrConfig:
     # The prompt; `{audio}` becomes `audio_slots` copies of `audio_token`, `{hint}` the language/context hints.
     prompt_template: str = "<bos><start_of_turn>user\n{audio}\nTranscribe the audio.{hint}<end_of_turn>\n<start_of_turn>model\n"
     audio_token: str = "<audio>"
+    # Tokens around the audio slots (Gemma-4 writes `<|audio>` + slots + `<audio|>`); None: none.
+    audio_start_token: str | None = None
+    audio_end_token: str | None = None
+    # Token ids the adapter itself states (e.g. its config's `audio_token_id`), by token text: each must be the
+    # tokenizer's id for that text, or the adapter was trained with another tokenizer.
+    stated_token_ids: dict[str, int] | None = None
     audio_slots: int = 188
     language_hint: str = " Language: {language}."
     context_hint: str = " Context: {prompt}"
@@ -34,6 +40,8 @@ class AsrConfig:
     t_max: float = 0.8
     stability_threshold: int = 1
     confidence_threshold: float = 0.005
+    # The backbone's final logit soft-capping for this adapter; None: the backbone config's own.
+    final_logit_softcapping: float | None = None
     # The embedded demo's add-on (`app.model.ctc_start`), as written in the file; None on the stock path.
     ctc_start: dict[str, Any] | None = None
 
@@ -52,8 +60,10 @@ class AsrConfig:
         """The JSON object of `asr_config.json` (the add-on's section only when it is on)."""
         data = asdict(self)
         data["languages"] = list(self.languages)
-        if self.ctc_start is None:
-            del data["ctc_start"]
+        for key in ("ctc_start", "audio_start_token", "audio_end_token", "stated_token_ids",
+                    "final_logit_softcapping"):
+            if data[key] is None:  # absent keys read back as None; files stay as they were
+                del data[key]
         return data
 
     @classmethod

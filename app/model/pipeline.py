@@ -21,7 +21,7 @@ from app.model import encoder as whisper
 from app.model.asr_config import AsrConfig
 from app.model.backbone import Prefill
 from app.model.denoiser import DenoiseBatch, DenoiseJob, DenoiseResult, SamplingParams
-from app.model.projector import Projector
+from app.model.projector import AnyProjector
 from app.model.prompt import PromptBuilder
 from app.model.row_start import EncodedWindow, RowStart
 from app.model.sampling import TokenSampler
@@ -37,7 +37,7 @@ class AsrParts:
     """The loaded modules of one model (`app.checkpoint` reads them)."""
 
     encoder: WhisperEncoder
-    projector: Projector
+    projector: AnyProjector
     backbone: DiffusionGemmaForBlockDiffusion  # with the adapter's LoRA injected
     tokenizer: PreTrainedTokenizerBase
 

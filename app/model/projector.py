@@ -1,6 +1,15 @@
-"""Stage 2: the projector maps Whisper frames to backbone embeddings (the trained part with LoRA)."""
+"""Stage 2: the projector maps Whisper frames to backbone embeddings (the trained part with LoRA).
+
+Three forms, one interface (`subsample`, `slots(frames)`, `out_features`, `forward`): the project's own
+conv + linear, a network described as data (`ProjectorLayout`, for adapters published elsewhere), and an
+adapter's own module built from its code (`ForeignProjector`).
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -30,9 +39,159 @@ class Projector(nn.Module):
         """Output length for `frames` input frames."""
         return -(-frames // self.subsample)
 
+    @property
+    def out_features(self) -> int:
+        """Width of each output slot."""
+        return self.proj.out_features
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """`[B, T, encoder_width]` -> `[B, ceil(T / subsample), hidden]`."""
         pad = self.slots(frames.shape[1]) * self.subsample - frames.shape[1]
         x = F.pad(frames.transpose(1, 2), (0, pad))
         x = F.gelu(self.conv(x)).transpose(1, 2)
         return self.proj(x)
+
+
+# Activations a described projector may use between its layers, by the names `projector.json` gives them.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One Conv1d over the frame axis, and the activation after it (None: none)."""
+
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    padding: int = 0
+    activation: str | None = "gelu"
+    bias: bool = True
+
+
+@dataclass(frozen=True)
+class LinearLayer:
+    """One Linear over each slot, and the activation after it (None: none)."""
+
+    in_features: int
+    out_features: int
+    activation: str | None = None
+    bias: bool = True
+
+
+@dataclass(frozen=True)
+class ProjectorLayout:
+    """A projector as data: conv layers over frames, then linear layers per slot.
+
+    `pad_to_multiple` zero-pads the frame axis up to a multiple of the total stride first (the project's own
+    projector does; a padded conv stack usually does not need it).
+    """
+
+    convs: tuple[ConvLayer, ...]
+    linears: tuple[LinearLayer, ...]
+    pad_to_multiple: bool = False
+
+    def __post_init__(self) -> None:
+        widths = [(c.in_channels, c.out_channels) for c in self.convs]
+        widths += [(lin.in_features, lin.out_features) for lin in self.linears]
+        if not widths:
+            raise ValueError("a projector needs at least one layer")
+        for (_, out), (nxt, _) in zip(widths, widths[1:]):
+            if out != nxt:
+                raise ValueError(f"layer widths do not chain: {out} -> {nxt}")
+        for name in [c.activation for c in self.convs] + [lin.activation for lin in self.linears]:
+            if name is not None and name not in ACTIVATIONS:
+                raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+
+    @property
+    def subsample(self) -> int:
+        """Frames per output slot (the product of the conv strides)."""
+        return math.prod(c.stride for c in self.convs)
+
+    def padded(self, frames: int) -> int:
+        """Frames after the optional padding to a multiple of the subsampling."""
+        return -(-frames // self.subsample) * self.subsample if self.pad_to_multiple else frames
+
+    def slots(self, frames: int) -> int:
+        """Output length for `frames` input frames (the conv arithmetic)."""
+        length = self.padded(frames)
+        for c in self.convs:
+            length = (length + 2 * c.padding - c.kernel) // c.stride + 1
+        return length
+
+
+class DescribedProjector(nn.Module):
+    """A projector built from a `ProjectorLayout`; its tensors are `convs.N.*` and `linears.N.*`."""
+
+    def __init__(self, layout: ProjectorLayout) -> None:
+        super().__init__()
+        self.layout = layout
+        self.subsample = layout.subsample
+        self.convs = nn.ModuleList(nn.Conv1d(c.in_channels, c.out_channels, c.kernel, stride=c.stride,
+                                             padding=c.padding, bias=c.bias) for c in layout.convs)
+        self.linears = nn.ModuleList(nn.Linear(lin.in_features, lin.out_features, bias=lin.bias)
+                                     for lin in layout.linears)
+
+    @property
+    def out_features(self) -> int:
+        """Width of each output slot (the backbone's hidden size when it fits)."""
+        last = self.layout.linears[-1].out_features if self.layout.linears else self.layout.convs[-1].out_channels
+        return last
+
+    def slots(self, frames: int) -> int:
+        """Output length for `frames` input frames."""
+        return self.layout.slots(frames)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """`[B, T, encoder_width]` -> `[B, slots(T), out_features]`."""
+        x = F.pad(frames.transpose(1, 2), (0, self.layout.padded(frames.shape[1]) - frames.shape[1]))
+        for conv, spec in zip(self.convs, self.layout.convs):
+            x = _activate(conv(x), spec.activation)
+        x = x.transpose(1, 2)
+        for linear, spec in zip(self.linears, self.layout.linears):
+            x = _activate(linear(x), spec.activation)
+        return x
+
+
+class ForeignProjector(nn.Module):
+    """An adapter's own projector module (built from its code), with the interface the pipeline needs.
+
+    Its output length is measured, not computed: the module is opaque, so one zero window tells the slots.
+    """
+
+    def __init__(self, module: nn.Module, encoder_width: int, subsample: int) -> None:
+        super().__init__()
+        self.module = module
+        self.encoder_width = encoder_width
+        self.subsample = subsample
+
+    @torch.no_grad()
+    def _probe(self, frames: int) -> torch.Tensor:
+        param = next(self.module.parameters())
+        return self.module(torch.zeros(1, frames, self.encoder_width, dtype=param.dtype, device=param.device))
+
+    def slots(self, frames: int) -> int:
+        """Output length for `frames` input frames."""
+        return int(self._probe(frames).shape[1])
+
+    @property
+    def out_features(self) -> int:
+        """Width of each output slot."""
+        return int(self._probe(self.subsample).shape[-1])
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """`[B, T, encoder_width]` -> `[B, slots, out_features]`, as the adapter's module computes it."""
+        return self.module(frames)
+
+
+AnyProjector = Projector | DescribedProjector | ForeignProjector
+
+
+def _activate(x: torch.Tensor, name: str | None) -> torch.Tensor:
+    return x if name is None else ACTIVATIONS[name](x)
