@@ -55,3 +55,11 @@ def model_with_asr_config(model_dir: Path, out: Path, **changes) -> Path:
     path = copy / "adapter" / "asr_config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
     return copy
+
+
+@pytest.fixture(scope="session")
+def published_adapter(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny adapter in the published repo's layout, with its tiny encoder and backbone (tests/published_adapter.py)."""
+    from tests.published_adapter import write_published_fixture
+
+    return write_published_fixture(tmp_path_factory.mktemp("published"))

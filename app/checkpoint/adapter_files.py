@@ -17,6 +17,7 @@ from app.checkpoint.errors import CheckpointError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # peft's own file names
 MAX_DEPTH = 2  # the folder itself and its sub-folders' sub-folders (a peft adapter often sits one level down)
 
 
@@ -35,7 +36,7 @@ class WeightFile:
 
     path: Path
     tensors: dict[str, TensorInfo]
-    in_peft_dir: bool  # next to an `adapter_config.json`
+    peft: bool  # peft's adapter weight file, next to its `adapter_config.json`
 
     def load(self) -> dict[str, torch.Tensor]:
         """The file's tensors on the CPU (`.bin`/`.pt` through torch's weights-only loader: no code runs)."""
@@ -60,7 +61,7 @@ class AdapterFiles:
         lines = []
         for f in self.files:
             params = sum(_numel(t.shape) for t in f.tensors.values())
-            peft = " (peft adapter)" if f.in_peft_dir else ""
+            peft = " (peft adapter)" if f.peft else ""
             lines.append(f"{f.path.relative_to(self.root)}{peft}: {len(f.tensors)} tensors, {params:,} parameters")
         if self.peft_dirs:
             lines.append("peft adapter_config.json in: " +
@@ -79,14 +80,14 @@ def scan_adapter(root: Path) -> AdapterFiles:
         raise CheckpointError(f"adapter directory not found: {root}")
     paths = sorted(p for p in _walk(root, 0) if p.suffix in WEIGHT_SUFFIXES)
     peft_dirs = sorted({p.parent for p in _walk(root, 0) if p.name == PEFT_CONFIG})
-    files = [WeightFile(p, read_tensor_infos(p), p.parent in peft_dirs) for p in paths]
+    files = [WeightFile(p, read_tensor_infos(p), p.parent in peft_dirs and p.name in PEFT_WEIGHTS) for p in paths]
     found = AdapterFiles(root, files, peft_dirs)
     for f in files:
         for name, info in f.tensors.items():
             key = _unique_key(found, f, name)
             if is_lora_tensor(name):
                 found.lora[key] = (f, info)
-            elif f.in_peft_dir:
+            elif f.peft:
                 found.unused[key] = (f, info)  # e.g. peft's modules_to_save: not a LoRA this project applies
             else:
                 found.projector[key] = (f, info)
