@@ -1,4 +1,5 @@
-"""`diffusion-asr serve | transcribe | stream | bench | bench-steps | make-checkpoint | train | eval`."""
+"""`diffusion-asr serve | transcribe | stream | bench | bench-steps | make-checkpoint | inspect-adapter |
+import-adapter | train | eval`."""
 
 from __future__ import annotations
 
@@ -32,9 +33,16 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", type=Path, help="DiffusionGemma directory, overrides MODEL/backbone")
     parser.add_argument("--adapter", type=Path, help="adapter directory, overrides MODEL/adapter")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None)
+    _trust_arg(parser)
 
 
-_SETTING_FLAGS = ("model", "encoder", "backbone", "adapter", "device", "host", "port")
+def _trust_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-adapter-code", action="store_true", default=None,
+                        help="build a published adapter's projector with its own audio.AudioProjector "
+                             "(runs the adapter's code; default ASR_TRUST_ADAPTER_CODE or off)")
+
+
+_SETTING_FLAGS = ("model", "encoder", "backbone", "adapter", "device", "host", "port", "trust_adapter_code")
 
 
 def _setting_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -76,6 +84,23 @@ def _cmd_make_checkpoint(args: argparse.Namespace) -> int:
 
     out = write_random_checkpoint(args.out, args.preset, seed=args.seed)
     print(out)
+    return 0
+
+
+def _cmd_inspect_adapter(args: argparse.Namespace) -> int:
+    from app.checkpoint.adapter_inspect import inspect_adapter
+
+    lines, loads = inspect_adapter(args.adapter, args.backbone, args.encoder, bool(args.trust_adapter_code))
+    print("\n".join(lines))
+    return 0 if loads else 1
+
+
+def _cmd_import_adapter(args: argparse.Namespace) -> int:
+    from app.checkpoint.adapter_import import import_adapter
+
+    for line in import_adapter(args.src, args.out, bool(args.trust_adapter_code), args.backbone):
+        print(line)
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -144,6 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_make_checkpoint)
+
+    p = sub.add_parser("inspect-adapter", help="list an adapter's tensors, how each is used, its prompt and "
+                                               "defaults (never loads the backbone)")
+    p.add_argument("adapter", type=Path)
+    p.add_argument("--backbone", type=Path, help="check the LoRA names and prompt tokens against this backbone's "
+                                                 "config and tokenizer")
+    p.add_argument("--encoder", type=Path, help="the Whisper directory (its window gives the audio slots)")
+    _trust_arg(p)
+    p.set_defaults(func=_cmd_inspect_adapter)
+
+    p = sub.add_parser("import-adapter", help="write a published adapter in the project's own layout")
+    p.add_argument("src", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--backbone", type=Path, help="write the LoRA under this backbone's module names")
+    _trust_arg(p)
+    p.set_defaults(func=_cmd_import_adapter)
 
     p = sub.add_parser("bench-steps", help="time denoising steps of a preset at several batch sizes")
     p.add_argument("--preset", default="tiny-random")

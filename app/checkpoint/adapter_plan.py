@@ -43,7 +43,8 @@ WHISPER_FRAMES = 1500  # whisper-small's encoder positions, when no encoder dire
 class ProjectorChoice:
     """How the projector will be built: "project" (conv + proj), "described" (a layout) or "code" (trusted)."""
 
-    kind: str
+    kind: str  # or "unresolved" (planned leniently, for a report: `error` says why)
+    error: str | None = None
     described: DescribedPlan | None = None
     slots: int | None = None  # for the encoder's window, once known
 
@@ -60,7 +61,7 @@ class AdapterPlan:
     projector: ProjectorChoice
     peft_dir: Path
     lora: LoraPlan | None = None  # planned against the backbone's module names when a backbone is given
-    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what a lenient plan could not settle
 
     def projector_tensors(self) -> dict[str, torch.Tensor]:
         """The saved projector tensors, by name."""
@@ -72,6 +73,8 @@ class AdapterPlan:
 
     def build_projector(self, trust_code: bool) -> AnyProjector:
         """The projector with its weights, fp32 on the CPU."""
+        if self.projector.kind == "unresolved":
+            raise CheckpointError(self.projector.error)
         tensors = self.projector_tensors()
         if self.projector.kind == "project":
             width, encoder_width, kernel = tensors["conv.weight"].shape
@@ -87,16 +90,25 @@ class AdapterPlan:
 
 
 def plan_adapter(adapter: Path, backbone: Path | None = None, trust_code: bool = False,
-                 encoder_frames: int = WHISPER_FRAMES) -> AdapterPlan:
-    """The whole plan; `CheckpointError` says what was found and what to do when a part cannot be planned."""
+                 encoder_frames: int = WHISPER_FRAMES, strict: bool = True) -> AdapterPlan:
+    """The whole plan; `CheckpointError` says what was found and what to do when a part cannot be planned.
+
+    Not `strict` (for a report), a projector or LoRA that cannot be planned is listed in `problems` instead.
+    """
     files = scan_adapter(adapter)
     layout = "project" if is_project_layout(adapter) else "published"
     meta = {} if layout == "project" else read_adapter_meta(adapter)
     require_weights(files)
     peft_dir = files.peft_dirs[0]
-    projector = choose_projector(adapter, files, meta, layout, trust_code)
+    try:
+        projector = choose_projector(adapter, files, meta, layout, trust_code)
+    except CheckpointError as exc:
+        if strict:
+            raise
+        projector = ProjectorChoice("unresolved", error=str(exc))
     config = read_asr_config(adapter) if layout == "project" else published_config(adapter, meta)
-    plan = AdapterPlan(adapter, layout, files, meta, config, projector, peft_dir)
+    plan = AdapterPlan(adapter, layout, files, meta, config, projector, peft_dir,
+                       problems=[projector.error] if projector.error else [])
     if projector.kind == "code":
         projector.slots = plan.build_projector(trust_code).slots(encoder_frames)
     elif projector.kind == "described":
@@ -104,8 +116,13 @@ def plan_adapter(adapter: Path, backbone: Path | None = None, trust_code: bool =
     if layout == "published" and projector.slots is not None:
         plan.config = replace(plan.config, audio_slots=projector.slots)
     if backbone is not None:
-        plan.lora = plan_lora({k: i.shape for k, (_, i) in files.lora.items()}, backbone_module_names(backbone),
-                              read_peft_config(peft_dir))
+        try:
+            plan.lora = plan_lora({k: i.shape for k, (_, i) in files.lora.items()}, backbone_module_names(backbone),
+                                  read_peft_config(peft_dir))
+        except CheckpointError as exc:
+            if strict:
+                raise
+            plan.problems.append(str(exc))
     return plan
 
 
@@ -115,14 +132,14 @@ def choose_projector(adapter: Path, files: AdapterFiles, meta: dict[str, Any], l
     shapes = {name: info.shape for name, (_, info) in files.projector.items()}
     spec = _json(adapter / PROJECTOR_META_FILE)
     if "conv" in spec or "linear" in spec:
-        return ProjectorChoice("described", describe_from_json(spec, shapes))
+        return ProjectorChoice("described", described=describe_from_json(spec, shapes))
     if layout == "project" and set(shapes) == {"conv.weight", "conv.bias", "proj.weight", "proj.bias"}:
         return ProjectorChoice("project")
     if trust_code and has_projector_code(adapter):
         return ProjectorChoice("code")
     inferred = infer_layout(shapes, meta.get("subsample_factor"))
     if isinstance(inferred, DescribedPlan):
-        return ProjectorChoice("described", inferred)
+        return ProjectorChoice("described", described=inferred)
     code = (f"build it with the adapter's own audio.AudioProjector: pass {TRUST_HINT}, or "
             if has_projector_code(adapter) else "")
     raise CheckpointError(f"{adapter}: the projector's layout cannot be inferred ({inferred}); {code}describe it "
