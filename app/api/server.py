@@ -68,12 +68,13 @@ def load_settings(overrides: dict[str, Any]) -> Settings | None:
 
 
 def check_model_paths(settings: Settings) -> str | None:
-    """A one-line reason the configured model cannot load (missing directory or file), else None."""
+    """A one-line reason the configured model cannot load (a missing file, an adapter that cannot be planned, a
+    prompt token the tokenizer lacks), else None; no weights are read."""
     from app.checkpoint.errors import CheckpointError
-    from app.checkpoint.loading import resolve_paths
+    from app.checkpoint.loading import check_model
 
     try:
-        resolve_paths(settings.model).validate()
+        check_model(settings.model)
     except (CheckpointError, OSError) as exc:
         return str(exc)
     return None

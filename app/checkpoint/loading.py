@@ -124,6 +124,20 @@ def resolve_paths(settings: ModelSettings) -> CheckpointPaths:
     return CheckpointPaths.resolve(model, settings.encoder, settings.backbone, settings.adapter)
 
 
+def check_model(settings: ModelSettings) -> None:
+    """Everything about the configured model that can be checked without reading weights: files present, the
+    adapter's plan (projector, LoRA names against the backbone's layers), the prompt against the tokenizer.
+
+    Run before the server starts, so a wrong adapter fails at once with its message, not inside start-up.
+    """
+    paths = resolve_paths(settings)
+    paths.validate()
+    plan = plan_adapter(paths.adapter, paths.backbone, settings.trust_adapter_code, encoder_frames(paths.encoder))
+    config = plan.config if settings.canvas_length is None else replace(plan.config,
+                                                                         canvas_length=settings.canvas_length)
+    check_prompt(load_tokenizer(paths.backbone), config, str(paths.adapter))
+
+
 def resolve_device(settings: ModelSettings) -> torch.device:
     """`auto` picks CUDA when present; asking for CUDA without one is an error, not a silent fallback."""
     if settings.device == "auto":
