@@ -120,7 +120,8 @@ def _construct(cls: type[nn.Module], meta: dict[str, Any]) -> nn.Module:
         elif p.name in meta:
             kwargs[p.name] = meta[p.name]
         elif p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            raise CheckpointError(f"{PROJECTOR_CLASS}({p.name}=...): the adapter's config states no {p.name!r}")
+            raise CheckpointError(f"{PROJECTOR_CLASS}({p.name}=...): the adapter's model.py states no {p.name!r} "
+                                  "as a literal; add it to a config.json next to the weights")
     try:
         return cls(**kwargs)
     except Exception as exc:  # the adapter's own code

@@ -82,9 +82,10 @@ class CheckpointPaths:
 
 
 def is_project_layout(adapter: Path) -> bool:
-    """The project's own layout (any of its file names present); anything else is read as a published adapter
-    whose weights are found by content."""
-    return (adapter / PROJECTOR_FILE).is_file() or (adapter / LORA_DIR).is_dir()
+    """The project's own layout: `asr_config.json` with `projector.safetensors`. Anything else is read as an
+    adapter published elsewhere, its weights found by content (a published repo may well have a `lora/`
+    folder or a `projector.safetensors` of its own, but not this project's `asr_config.json`)."""
+    return (adapter / ASR_CONFIG_FILE).is_file() and (adapter / PROJECTOR_FILE).is_file()
 
 
 def _require_dir(path: Path, part: str) -> None:

@@ -57,6 +57,9 @@ def read_peft_config(peft_dir: Path) -> dict:
         raise CheckpointError(f"{path}: peft_type {data.get('peft_type')!r} is not LORA")
     if data.get("use_dora"):
         raise CheckpointError(f"{path}: DoRA adapters (use_dora) are not supported")
+    patterns = [key for key in ("rank_pattern", "alpha_pattern") if data.get(key)]
+    if patterns:  # per-layer ranks or scales this loader would silently ignore
+        raise CheckpointError(f"{path}: per-layer {' and '.join(patterns)} are not supported")
     return data
 
 

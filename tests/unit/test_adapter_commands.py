@@ -99,3 +99,13 @@ def test_a_conv_whose_kernel_is_the_subsampling_is_read_from_its_shapes(publishe
     expected = linear(torch.nn.functional.gelu(conv(padded)).transpose(1, 2))
     assert pipeline.config.audio_slots == 188
     assert torch.allclose(pipeline.projector(frames), expected, atol=1e-6, rtol=0)
+
+
+def test_transcribe_takes_the_flag_on_the_command_line(published_adapter, capsys):
+    parts = ["--encoder", str(published_adapter.encoder), "--backbone", str(published_adapter.backbone),
+             "--adapter", str(published_adapter.adapter), "--device", "cpu"]
+    clip = str(SHARED_AUDIO / "en_deepspeech_LDC93S1_44k_stereo.wav")
+    assert main(["transcribe", clip, *parts, "--steps", "2"]) == 2
+    assert "--trust-adapter-code" in capsys.readouterr().err
+    assert main(["transcribe", clip, *parts, "--steps", "2", "--format", "json", "--trust-adapter-code"]) == 0
+    assert '"text"' in capsys.readouterr().out

@@ -195,3 +195,13 @@ def test_a_projector_description_that_leaves_a_tensor_unused_fails_naming_it(pub
     write_json(adapter / "projector.json", {"conv": [conv], "linear": [{"activation": None}], "keys": keys})
     with pytest.raises(CheckpointError, match="audio_projector.convs.2.weight"):
         _load(published_adapter, adapter, trust=False)
+
+
+def test_a_project_checkpoint_without_its_asr_config_is_read_as_published_and_says_what_it_found(tiny_model_dir,
+                                                                                                 tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "adapter" / "asr_config.json").unlink()
+    with pytest.raises(CheckpointError, match="cannot be inferred") as info:
+        load_pipeline(CheckpointPaths.from_model_dir(model), CPU, torch.float32)
+    assert "conv.weight [96, 64, 8]" in str(info.value) and "projector.json" in str(info.value)
