@@ -35,11 +35,13 @@ def build_code_projector(adapter: Path, meta: dict[str, Any], tensors: dict[str,
     cls = _import_class(adapter)
     module = _construct(cls, meta)
     own = module.state_dict()
-    prefix = _saved_prefix(set(own), set(tensors))
-    if prefix is None:
-        raise CheckpointError(f"{adapter / AUDIO_SOURCE}: {PROJECTOR_CLASS} has the tensors {_few(own)} but the "
-                              f"adapter saved {_few(tensors)}: no one prefix maps each saved tensor onto one of "
-                              "the module's")
+    prefix = _best_prefix(set(own), set(tensors))
+    unused = sorted(set(tensors) - {prefix + k for k in own})
+    missing = sorted(k for k in own if prefix + k not in tensors)
+    if unused or missing:
+        raise CheckpointError(f"{adapter / AUDIO_SOURCE}: {PROJECTOR_CLASS} does not take the saved projector "
+                              f"tensors one for one (under prefix {prefix!r}): unused {_few(unused) or 'none'}; "
+                              f"missing {_few(missing) or 'none'}")
     module.load_state_dict({k: tensors[prefix + k] for k in own}, strict=True)
     encoder_width = int(meta.get("whisper_dim") or _first_width(module))
     return ForeignProjector(module.eval(), encoder_width, int(meta.get("subsample_factor", 8)))
@@ -133,15 +135,10 @@ class _Namespace:
         self.__dict__.update(values)
 
 
-def _saved_prefix(own: set[str], saved: set[str]) -> str | None:
-    """The prefix under which the saved names are exactly the module's names, if there is one."""
-    sample = min(own)
-    for name in saved:
-        if name.endswith(sample):
-            prefix = name[: len(name) - len(sample)]
-            if {prefix + k for k in own} == saved:
-                return prefix
-    return None
+def _best_prefix(own: set[str], saved: set[str]) -> str:
+    """The prefix under which most saved names are the module's own names."""
+    candidates = {name[: len(name) - len(k)] for name in saved for k in own if name.endswith(k)} or {""}
+    return max(sorted(candidates), key=lambda p: sum(p + k in saved for k in own))
 
 
 def _few(names) -> str:

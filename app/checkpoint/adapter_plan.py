@@ -24,8 +24,9 @@ from app.checkpoint.errors import CheckpointError
 from app.checkpoint.layout import ASR_CONFIG_FILE, PROJECTOR_META_FILE, is_project_layout
 from app.checkpoint.lora import LoraPlan, backbone_module_names, plan_lora, read_peft_config
 from app.checkpoint.projector_files import DescribedPlan, describe_from_json, infer_layout
+from app.checkpoint.reading import load_projector
 from app.model.asr_config import AsrConfig
-from app.model.projector import AnyProjector, Projector
+from app.model.projector import AnyProjector
 
 # Gemma-4's chat turns and audio markers. The instruction text of the published adapter is not public: this
 # default is a guess, overridable by an `asr_config.json` next to the weights (`prompt_template`).
@@ -62,6 +63,7 @@ class AdapterPlan:
     peft_dir: Path
     lora: LoraPlan | None = None  # planned against the backbone's module names when a backbone is given
     problems: list[str] = field(default_factory=list)  # what a lenient plan could not settle
+    _built: AnyProjector | None = field(default=None, repr=False)
 
     def projector_tensors(self) -> dict[str, torch.Tensor]:
         """The saved projector tensors, by name."""
@@ -72,16 +74,17 @@ class AdapterPlan:
         return _load(self.files.lora)
 
     def build_projector(self, trust_code: bool) -> AnyProjector:
-        """The projector with its weights, fp32 on the CPU."""
+        """The projector with its weights, fp32 on the CPU (built once: the adapter's code runs once)."""
+        if self._built is None:
+            self._built = self._build(trust_code)
+        return self._built
+
+    def _build(self, trust_code: bool) -> AnyProjector:
         if self.projector.kind == "unresolved":
             raise CheckpointError(self.projector.error)
-        tensors = self.projector_tensors()
         if self.projector.kind == "project":
-            width, encoder_width, kernel = tensors["conv.weight"].shape
-            meta = _json(self.root / PROJECTOR_META_FILE)
-            projector = Projector(encoder_width, width, tensors["proj.weight"].shape[0], meta.get("subsample", kernel))
-            projector.load_state_dict(tensors)
-            return projector
+            return load_projector(self.root, torch.device("cpu"), torch.float32)
+        tensors = self.projector_tensors()
         if self.projector.kind == "described":
             return self.projector.described.build(tensors)  # type: ignore[union-attr]
         if not trust_code:
@@ -110,7 +113,12 @@ def plan_adapter(adapter: Path, backbone: Path | None = None, trust_code: bool =
     plan = AdapterPlan(adapter, layout, files, meta, config, projector, peft_dir,
                        problems=[projector.error] if projector.error else [])
     if projector.kind == "code":
-        projector.slots = plan.build_projector(trust_code).slots(encoder_frames)
+        try:
+            projector.slots = plan.build_projector(trust_code).slots(encoder_frames)
+        except CheckpointError as exc:
+            if strict:
+                raise
+            plan.problems.append(str(exc))
     elif projector.kind == "described":
         projector.slots = projector.described.layout.slots(encoder_frames)  # type: ignore[union-attr]
     if layout == "published" and projector.slots is not None:
