@@ -100,10 +100,14 @@ def require_weights(found: AdapterFiles) -> None:
         raise CheckpointError(f"{found.root}: no projector weights found ({found.summary()})")
     if not found.lora:
         raise CheckpointError(f"{found.root}: no LoRA (peft lora_A/lora_B) tensors found ({found.summary()})")
-    if len(found.peft_dirs) != 1:
-        where = ", ".join(str(d) for d in found.peft_dirs) or "none"
-        raise CheckpointError(f"{found.root}: expected one peft adapter_config.json for the LoRA weights, found "
-                              f"{where} ({found.summary()})")
+    if not found.peft_dirs:
+        raise CheckpointError(f"{found.root}: LoRA tensors found but no peft adapter_config.json, so their rank "
+                              "and scale are unknown; write one next to them, e.g. "
+                              f'{{"peft_type": "LORA", "r": 16, "lora_alpha": 32}} ({found.summary()})')
+    if len(found.peft_dirs) > 1:
+        where = ", ".join(str(d) for d in found.peft_dirs)
+        raise CheckpointError(f"{found.root}: more than one peft adapter_config.json ({where}); keep the one "
+                              f"that belongs to the LoRA weights ({found.summary()})")
 
 
 def read_tensor_infos(path: Path) -> dict[str, TensorInfo]:

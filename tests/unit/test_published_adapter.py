@@ -214,3 +214,11 @@ def test_the_adapters_projector_leaving_a_saved_tensor_unused_fails_naming_it(pu
     save_file({**state, "audio_projector.norm.weight": torch.ones(48)}, str(adapter / "audio_projector.safetensors"))
     with pytest.raises(CheckpointError, match=r"unused audio_projector\.norm\.weight; missing none"):
         _load(published_adapter, adapter)
+
+
+def test_lora_tensors_without_a_peft_config_fail_saying_what_to_write(published_adapter, tmp_path):
+    adapter = published_adapter.copy_adapter(tmp_path / "adapter")
+    (adapter / "adapter_config.json").unlink()
+    with pytest.raises(CheckpointError, match="no peft adapter_config.json") as info:
+        _load(published_adapter, adapter)
+    assert '"lora_alpha"' in str(info.value) and "audio_projector.safetensors: 8 tensors" in str(info.value)
