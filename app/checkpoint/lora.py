@@ -63,8 +63,9 @@ def read_peft_config(peft_dir: Path) -> dict:
     return data
 
 
-def backbone_module_names(backbone: Path) -> set[str]:
-    """Names of the backbone's Linear layers, from its config alone (built on the meta device: no weights)."""
+def backbone_module_names(backbone: Path) -> dict[str, tuple[int, int]]:
+    """The backbone's Linear layers (name -> in, out features), from its config alone (built on the meta
+    device: no weights)."""
     try:
         config = DiffusionGemmaConfig.from_pretrained(str(backbone), local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -74,13 +75,15 @@ def backbone_module_names(backbone: Path) -> set[str]:
     return module_names(model)
 
 
-def module_names(model: torch.nn.Module) -> set[str]:
-    """Names of a model's Linear layers (what a LoRA can wrap)."""
-    return {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+def module_names(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
+    """A model's Linear layers (what a LoRA can wrap): name -> (in, out features)."""
+    return {name: (module.in_features, module.out_features) for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear)}
 
 
-def plan_lora(saved: dict[str, tuple[int, ...]], modules: set[str], peft_config: dict) -> LoraPlan:
-    """Map saved LoRA tensor names (with shapes) onto backbone modules; `CheckpointError` names what fails."""
+def plan_lora(saved: dict[str, tuple[int, ...]], modules: dict[str, tuple[int, int]], peft_config: dict) -> LoraPlan:
+    """Map saved LoRA tensor names (with shapes) onto backbone modules (name -> in, out features);
+    `CheckpointError` names what fails."""
     parsed, odd = {}, []
     for name in saved:
         found = _parse(name)
@@ -90,12 +93,16 @@ def plan_lora(saved: dict[str, tuple[int, ...]], modules: set[str], peft_config:
     if not parsed:
         raise CheckpointError("the peft adapter holds no lora_A/lora_B tensors")
     paths = {p for p, _ in parsed.values()}
-    rewrite = _choose_rewrite(paths, modules)
+    rewrite = _choose_rewrite(paths, set(modules))
     targets = {name: (_apply(rewrite, path), part) for name, (path, part) in parsed.items()}
     ranks = {shape[0] for name, shape in saved.items() if parsed[name][1] == "A"}
     rank = int(peft_config.get("r", next(iter(ranks)) if len(ranks) == 1 else 0))
     if ranks - {rank}:
         raise CheckpointError(f"LoRA ranks in the tensors {sorted(ranks)} differ from adapter_config.json's r={rank}")
+    wrong = [name for name, (module, part) in targets.items()
+             if tuple(saved[name]) != _lora_shape(modules[module], part, rank)]  # type: ignore[index]
+    if wrong:
+        raise CheckpointError(f"LoRA tensors whose shape does not fit their backbone layer: {_names(wrong)}")
     return LoraPlan(targets, rank, float(peft_config.get("lora_alpha", rank)), bool(peft_config.get("use_rslora")),
                     rewrite if rewrite != ("", "") else None)
 
@@ -122,6 +129,11 @@ def apply_lora(model: torch.nn.Module, plan: LoraPlan, tensors: dict[str, torch.
         raise CheckpointError("every saved lora_B is zero: the adapter would change nothing (an untrained or "
                               "wrongly saved LoRA)")
     return model
+
+
+def _lora_shape(features: tuple[int, int], part: str, rank: int) -> tuple[int, int]:
+    """lora_A is [rank, in], lora_B is [out, rank]."""
+    return (rank, features[0]) if part == "A" else (features[1], rank)
 
 
 def _parse(name: str) -> tuple[str, str] | None:

@@ -222,3 +222,15 @@ def test_lora_tensors_without_a_peft_config_fail_saying_what_to_write(published_
     with pytest.raises(CheckpointError, match="no peft adapter_config.json") as info:
         _load(published_adapter, adapter)
     assert '"lora_alpha"' in str(info.value) and "audio_projector.safetensors: 8 tensors" in str(info.value)
+
+
+def test_a_lora_tensor_of_the_wrong_shape_fails_before_any_weight_is_read(published_adapter, tmp_path,
+                                                                          monkeypatch):
+    adapter = published_adapter.copy_adapter(tmp_path / "adapter")
+    name = "base_model.model.model.decoder.layers.0.self_attn.o_proj.lora_B.weight"
+    state = load_file(str(adapter / "adapter_model.safetensors"))
+    save_file({**state, name: torch.ones(32, 4)}, str(adapter / "adapter_model.safetensors"))  # o_proj gives 64
+    monkeypatch.setattr(loading, "load_backbone", lambda *a, **k: pytest.fail("backbone weights were read"))
+    with pytest.raises(CheckpointError, match="shape does not fit") as info:
+        _load(published_adapter, adapter)
+    assert name in str(info.value)
