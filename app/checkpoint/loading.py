@@ -11,8 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
-from app.checkpoint.adapter_plan import plan_adapter
+from app.checkpoint.adapter_plan import AdapterPlan, plan_adapter
 from app.checkpoint.embedded import embedded_model_dir
 from app.checkpoint.errors import CheckpointError
 from app.checkpoint.layout import CheckpointPaths
@@ -56,13 +57,9 @@ def load_pipeline(
     plan, its LoRA names against the backbone's layers, the prompt's tokens) is checked before any encoder or
     backbone weight is read, so a wrong adapter fails in seconds, not after the backbone's minutes.
     """
-    paths.validate()
+    plan, config, tokenizer = _preflight(paths, trust_adapter_code, canvas_length)
     device = device or default_device()
     dtype = dtype or default_dtype(device)
-    plan = plan_adapter(paths.adapter, paths.backbone, trust_adapter_code, encoder_frames(paths.encoder))
-    config = plan.config if canvas_length is None else replace(plan.config, canvas_length=canvas_length)
-    tokenizer = load_tokenizer(paths.backbone)
-    check_prompt(tokenizer, config, str(paths.adapter))
     projector = plan.build_projector(trust_adapter_code).to(device=device, dtype=dtype).eval().requires_grad_(False)
     log.info("adapter %s (%s layout): projector %s, LoRA on %d layers", paths.adapter, plan.layout,
              plan.projector.kind, len(plan.lora.modules))  # type: ignore[union-attr]
@@ -75,6 +72,17 @@ def load_pipeline(
     )
     _check_shapes(paths, parts, config)
     return AsrPipeline(paths.name, parts, config, _row_start(paths.adapter, parts, config), sampler)
+
+
+def _preflight(paths: CheckpointPaths, trust_adapter_code: bool,
+               canvas_length: int | None) -> tuple[AdapterPlan, AsrConfig, PreTrainedTokenizerBase]:
+    """The checks that read no weights: files, the adapter's plan, the prompt against the tokenizer."""
+    paths.validate()
+    plan = plan_adapter(paths.adapter, paths.backbone, trust_adapter_code, encoder_frames(paths.encoder))
+    config = plan.config if canvas_length is None else replace(plan.config, canvas_length=canvas_length)
+    tokenizer = load_tokenizer(paths.backbone)
+    check_prompt(tokenizer, config, str(paths.adapter))
+    return plan, config, tokenizer
 
 
 def load_model_dir(model: Path | None = None, **overrides) -> AsrPipeline:
@@ -130,12 +138,7 @@ def check_model(settings: ModelSettings) -> None:
 
     Run before the server starts, so a wrong adapter fails at once with its message, not inside start-up.
     """
-    paths = resolve_paths(settings)
-    paths.validate()
-    plan = plan_adapter(paths.adapter, paths.backbone, settings.trust_adapter_code, encoder_frames(paths.encoder))
-    config = plan.config if settings.canvas_length is None else replace(plan.config,
-                                                                         canvas_length=settings.canvas_length)
-    check_prompt(load_tokenizer(paths.backbone), config, str(paths.adapter))
+    _preflight(resolve_paths(settings), settings.trust_adapter_code, settings.canvas_length)
 
 
 def resolve_device(settings: ModelSettings) -> torch.device:
