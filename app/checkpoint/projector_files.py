@@ -65,6 +65,8 @@ def describe_from_json(spec: dict[str, Any], shapes: dict[str, tuple[int, ...]])
                 raise ValueError(f"layer {name}: no saved tensor {prefix}.weight")
             bias = "bias" in groups.get(prefix, {})
             if name.startswith("convs"):
+                if int(entry.get("kernel", weight[2])) != weight[2]:
+                    raise ValueError(f"layer {name}: kernel {entry['kernel']} but {prefix}.weight has {weight[2]}")
                 layers.append(ConvLayer(weight[1], weight[0], weight[2], int(entry["stride"]),
                                         int(entry.get("padding", 0)), entry.get("activation"), bias))
             else:
