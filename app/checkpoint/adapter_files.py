@@ -127,12 +127,22 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         return load_file(str(path))
     try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        data = _torch_load(path)
     except Exception as exc:  # pickle and zip errors of every kind: the file is not a plain state dict
         raise CheckpointError(f"{path}: not a state dict torch can load without running code ({exc})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: holds a {type(data).__name__}, not a state dict")
     return _flatten(data, "")
+
+
+def _torch_load(path: Path):
+    """Weights-only load, memory-mapped when the file is in torch's zip format (older files are not)."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+        return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def _flatten(data: dict, prefix: str) -> dict[str, torch.Tensor]:

@@ -234,3 +234,14 @@ def test_a_lora_tensor_of_the_wrong_shape_fails_before_any_weight_is_read(publis
     with pytest.raises(CheckpointError, match="shape does not fit") as info:
         _load(published_adapter, adapter)
     assert name in str(info.value)
+
+
+def test_an_old_format_bin_state_dict_is_read_flattened(tmp_path):
+    from app.checkpoint.adapter_files import read_tensors
+
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"projector": {"conv.weight": torch.arange(6.0).reshape(2, 3)}, "step": 7}, path,
+               _use_new_zipfile_serialization=False)
+    tensors = read_tensors(path)
+    assert list(tensors) == ["projector.conv.weight"]
+    assert tensors["projector.conv.weight"].tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
