@@ -64,9 +64,13 @@ def _roles(plan: AdapterPlan) -> dict[str, str]:
     elif choice.kind == "described":
         source = choice.described.source  # type: ignore[union-attr]
         roles.update({saved: f"projector {own} ({source})" for own, saved in choice.described.keys.items()})  # type: ignore[union-attr]
+    elif choice.kind == "code":
+        own = list(plan.built_projector.state_dict()) if plan.built_projector is not None else []
+        for name in plan.files.projector:
+            match = max((k for k in own if name.endswith(k.removeprefix("module."))), key=len, default=None)
+            roles[name] = f"projector via {PROJECTOR_CLASS}" + (f" {match.removeprefix('module.')}" if match else "")
     else:
-        label = "projector (project layout)" if choice.kind == "project" else f"projector via {PROJECTOR_CLASS}"
-        roles.update({name: label for name in plan.files.projector})
+        roles.update({name: "projector (project layout)" for name in plan.files.projector})
     if plan.lora is not None:
         suffix = f", prefix {plan.lora.rewrite[0] or '(none)'} -> {plan.lora.rewrite[1]}" if plan.lora.rewrite else ""
         roles.update({name: f"LoRA {part} of {module} (rank {plan.lora.rank}{suffix})"

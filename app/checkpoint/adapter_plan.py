@@ -79,6 +79,11 @@ class AdapterPlan:
             self._built = self._build(trust_code)
         return self._built
 
+    @property
+    def built_projector(self) -> AnyProjector | None:
+        """The projector, when planning has built it already (the adapter's own code is run while planning)."""
+        return self._built
+
     def _build(self, trust_code: bool) -> AnyProjector:
         if self.projector.kind == "unresolved":
             raise CheckpointError(self.projector.error)

@@ -47,6 +47,7 @@ def test_inspect_lists_every_tensor_with_its_mapping_without_loading_the_backbon
         for name, tensor in saved.items():
             line = next(line for line in lines if line.strip().startswith(name + " "))
             assert f"{list(tensor.shape)} float32 -> {role}" in line
+    assert "audio_projector.convs.4.weight [48, 48, 3] float32 -> projector via AudioProjector convs.4.weight" in out
     lora_b = "base_model.model.model.encoder.language_model.layers.1.self_attn.q_proj.lora_B.weight"
     assert any(line.strip().startswith(lora_b) and "B of model.encoder.language_model.layers.1.self_attn.q_proj"
                in line for line in lines)
