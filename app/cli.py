@@ -1,4 +1,5 @@
-"""`diffusion-asr serve | transcribe | stream | bench | bench-steps | make-checkpoint | train | eval`."""
+"""`diffusion-asr serve | transcribe | stream | bench | bench-steps | make-checkpoint | convert-encoder | train |
+eval`."""
 
 from __future__ import annotations
 
@@ -79,6 +80,15 @@ def _cmd_make_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_encoder(args: argparse.Namespace) -> int:
+    from app.checkpoint.whisper_base import convert_installed, default_output_dir
+    from app.config import Settings
+
+    out = args.out or default_output_dir(Settings().model.cache_dir)
+    print(convert_installed(out))
+    return 0
+
+
 def _cmd_bench_steps(args: argparse.Namespace) -> int:
     from app.bench.steps import run_step_benchmark
 
@@ -144,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_make_checkpoint)
+
+    p = sub.add_parser("convert-encoder", help="convert the installed whisper-base weight packages once (checked)")
+    p.add_argument("--out", type=Path, help="output directory (default: ASR_CACHE_DIR/whisper-base)")
+    p.set_defaults(func=_cmd_convert_encoder)
 
     p = sub.add_parser("bench-steps", help="time denoising steps of a preset at several batch sizes")
     p.add_argument("--preset", default="tiny-random")
