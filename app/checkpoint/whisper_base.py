@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import WhisperFeatureExtractor
+from transformers import WhisperConfig, WhisperFeatureExtractor
 
 from app.checkpoint.ct2_format import parse_model_bin
 from app.checkpoint.errors import CheckpointError
@@ -67,7 +67,10 @@ def find_sources() -> WeightSources:
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:
             raise CheckpointError(missing_packages_message())
-        found = importlib.metadata.version(dist)
+        try:
+            found = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            raise CheckpointError(missing_packages_message()) from None
         if found != version:
             raise CheckpointError(f"{dist} is at version {found}, not the pinned {version}: "
                                   f"{missing_packages_message()}")
@@ -133,6 +136,7 @@ def convert(sources: WeightSources, out: Path, expected_sha256: str) -> Path:
 
 def convert_installed(out: Path) -> Path:
     """The project command: the installed packages into `out`, checked against `WHISPER_BASE_SHA256`."""
+    # A checked conversion is kept even where the packages have been uninstalled since.
     if is_converted(Path(out).expanduser(), WHISPER_BASE_SHA256):
         return Path(out).expanduser()
     return convert(find_sources(), out, WHISPER_BASE_SHA256)
@@ -150,7 +154,8 @@ def _special_ids(tokenizer: Path) -> dict[str, int]:
     return {token["content"]: token["id"] for token in added}
 
 
-def _write(staging: Path, sources: WeightSources, state: dict[str, torch.Tensor], config, sha256: str) -> None:
+def _write(staging: Path, sources: WeightSources, state: dict[str, torch.Tensor], config: WhisperConfig,
+           sha256: str) -> None:
     save_file(state, str(staging / MODEL_FILE), metadata={"format": "pt"})
     (staging / MODEL_FILE).chmod(0o644)  # as readable as the other files (safetensors creates it private)
     config.save_pretrained(str(staging))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import WhisperConfig, WhisperModel
 
 from app.checkpoint import whisper_base
@@ -162,8 +162,6 @@ def test_damaged_output_is_converted_again(tmp_path: Path, reference: WhisperMod
     sources = _sources(tmp_path, _ct2_variables(reference))
     out = convert(sources, tmp_path / "out", _reference_sha(reference))
     state = load_file(str(out / "model.safetensors"))
-    from safetensors.torch import save_file
-
     state["encoder.conv1.bias"] = state["encoder.conv1.bias"] + 1
     save_file(state, str(out / "model.safetensors"))
     convert(sources, out, _reference_sha(reference))
