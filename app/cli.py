@@ -1,5 +1,5 @@
 """`diffusion-asr serve | transcribe | stream | bench | bench-steps | make-checkpoint | inspect-adapter |
-import-adapter | train | eval`."""
+import-adapter | convert-encoder | bench-encoder | train | eval`."""
 
 from __future__ import annotations
 
@@ -104,6 +104,25 @@ def _cmd_import_adapter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_encoder(args: argparse.Namespace) -> int:
+    from app.checkpoint.whisper_base import convert_installed, default_output_dir
+    from app.config import Settings
+
+    out = args.out or default_output_dir(Settings().model.cache_dir)
+    print(convert_installed(out))
+    return 0
+
+
+def _cmd_bench_encoder(args: argparse.Namespace) -> int:
+    from app.bench.encoder import run_encoder_benchmark
+    from app.checkpoint.whisper_base import default_output_dir
+    from app.config import Settings
+
+    directory = args.encoder_dir or default_output_dir(Settings().model.cache_dir)
+    print("\n".join(row["line"] for row in run_encoder_benchmark(directory, args.window, args.repeats)))
+    return 0
+
+
 def _cmd_bench_steps(args: argparse.Namespace) -> int:
     from app.bench.steps import run_step_benchmark
 
@@ -185,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", type=Path, help="write the LoRA under this backbone's module names")
     _trust_arg(p)
     p.set_defaults(func=_cmd_import_adapter)
+
+    p = sub.add_parser("convert-encoder", help="convert the installed whisper-base weight packages once (checked)")
+    p.add_argument("--out", type=Path, help="output directory (default: ASR_CACHE_DIR/whisper-base)")
+    p.set_defaults(func=_cmd_convert_encoder)
+
+    p = sub.add_parser("bench-encoder", help="time the converted whisper-base encoder per window length")
+    p.add_argument("--encoder-dir", type=Path, help="converted encoder (default: ASR_CACHE_DIR/whisper-base)")
+    p.add_argument("--window", type=int, nargs="+", default=[10, 20, 30], help="window lengths in seconds")
+    p.add_argument("--repeats", type=int, default=5)
+    p.set_defaults(func=_cmd_bench_encoder)
 
     p = sub.add_parser("bench-steps", help="time denoising steps of a preset at several batch sizes")
     p.add_argument("--preset", default="tiny-random")

@@ -50,7 +50,8 @@ class ModelSettings(Group):
     trust_adapter_code: bool = False
     """Build a published adapter's projector with the adapter's own `audio.AudioProjector` (runs its code)."""
     cache_dir: Path = Path.home() / ".cache" / "diffusion-asr"
-    """Where a generated fallback model is written when no trained default model ships with the code."""
+    """ASR_CACHE_DIR: where `convert-encoder` writes whisper-base (`whisper-base/`) and where a generated fallback
+    model is written when no trained default model ships with the code."""
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """Device the model runs on; auto picks CUDA when present."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
