@@ -54,6 +54,8 @@ class DenoiseResult:
     steps: list[StepStats]
     denoise_ms: float
     batch_size: int  # the largest batch this row was denoised in
+    # Log-probability of each canvas token under the final step's (temperature-scaled) distribution.
+    logprobs: list[float] = field(default_factory=list)
 
     @property
     def steps_used(self) -> int:
@@ -242,10 +244,17 @@ class DenoiseBatch:
                 row.job.on_step(step_number, row.job.steps, tokens)
             if (stable and confident[index]) or row.remaining == 0:
                 elapsed = (time.perf_counter() - row.started) * 1000.0
-                finished.append((key, DenoiseResult(tokens.tolist(), row.stats, elapsed, row.max_batch)))
+                logprobs = _chosen_logprobs(scaled[index], argmax[index])
+                finished.append((key, DenoiseResult(tokens.tolist(), row.stats, elapsed, row.max_batch, logprobs)))
         for key, _ in finished:
             self.remove(key)
         return finished
+
+
+def _chosen_logprobs(scaled: torch.Tensor, chosen: torch.Tensor) -> list[float]:
+    """`[C]` log-probabilities of the `chosen` ids under `[C, V]` logits (only for rows that finish, so the
+    vocabulary-sized normalisation is paid once per row, not per step)."""
+    return (scaled.gather(-1, chosen[:, None])[:, 0].float() - scaled.float().logsumexp(dim=-1)).tolist()
 
 
 def denoise_all(

@@ -6,6 +6,7 @@ from transformers import PreTrainedTokenizerBase
 
 from app.languages import SUPPORTED_LANGUAGES, UNKNOWN_LANGUAGE
 from app.model.asr_config import AsrConfig
+from app.results import TokenLogprob
 
 
 class LanguageIdentifier:
@@ -51,11 +52,27 @@ class TranscriptDecoder:
                     self.tag_ids[tag_id] = lang
         self.identifier = LanguageIdentifier()
 
+    def text_positions(self, tokens: list[int]) -> list[int]:
+        """Canvas positions of the text: before the first end-of-sequence, without special, pad or
+        out-of-vocabulary ids."""
+        end = tokens.index(self.eos_id) if self.eos_id in tokens else len(tokens)
+        return [i for i in range(end) if tokens[i] not in self.special_ids and tokens[i] < self.vocab_limit]
+
     def text_tokens(self, tokens: list[int]) -> list[int]:
         """Tokens up to the first end-of-sequence, without special, pad or out-of-vocabulary ids."""
-        if self.eos_id in tokens:
-            tokens = tokens[: tokens.index(self.eos_id)]
-        return [t for t in tokens if t not in self.special_ids and t < self.vocab_limit]
+        return [tokens[i] for i in self.text_positions(tokens)]
+
+    def token_logprobs(self, tokens: list[int], logprobs: list[float]) -> tuple[list[int], list[TokenLogprob]]:
+        """The text's token ids and, per token, its text, log-probability and UTF-8 bytes (a byte-level token
+        that holds part of a character shows as U+FFFD)."""
+        positions = self.text_positions(tokens)
+        ids = [tokens[i] for i in positions]
+        entries = []
+        for i, token in zip(positions, ids):
+            piece = self.tokenizer.decode([token], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            logprob = logprobs[i] if i < len(logprobs) else 0.0
+            entries.append(TokenLogprob(piece, logprob, tuple(piece.encode("utf-8"))))
+        return ids, entries
 
     def model_language(self, tokens: list[int]) -> str | None:
         """The language tag the model wrote first, when the checkpoint's format defines tags."""
