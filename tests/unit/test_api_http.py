@@ -257,7 +257,9 @@ def test_translations_answer_openai_error_shape(client):
 def test_openapi_documents_the_upload_form(client):
     spec = client.get("/openapi.json").json()
     form = spec["paths"][URL]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert {"file", "denoising_steps", "stream", "seed"} <= set(form["properties"])
+    assert {"file", "denoising_steps", "stream", "stream_drafts", "seed", "include[]",
+            "timestamp_granularities[]"} <= set(form["properties"])
+    assert form["properties"]["include[]"]["items"]["const"] == "logprobs"
 
 
 def test_sse_engine_error_before_first_event_is_plain_error(client):
