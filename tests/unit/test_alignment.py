@@ -1,4 +1,4 @@
-"""Word timestamps from a CTC forced alignment, and the committed text behind streamed deltas."""
+"""Word timestamps from a CTC forced alignment, exact token bytes, and the committed text behind streamed deltas."""
 
 from __future__ import annotations
 
@@ -91,3 +91,15 @@ def test_committed_text_grows_in_window_order_and_matches_the_join():
         pieces.append([text for text, _ in committed.add(segments[index])])
     assert pieces == [[], [], ["hello"], [], [" world"], [" 你好", "世界"]]
     assert "".join(sum(pieces, [])) == join_texts(segments) == "hello world 你好世界"
+
+
+def test_token_bytes_are_exact_even_for_part_of_a_character(tokenizer):
+    from app.model.asr_config import AsrConfig
+    from app.model.transcript import TranscriptDecoder
+
+    decoder = TranscriptDecoder(tokenizer, AsrConfig())
+    text = " 敏捷的棕色狐狸 über"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    pieces = [decoder.token_bytes(i) for i in ids]
+    assert b"".join(pieces) == text.encode("utf-8")
+    assert any(len(p) < 3 and p[0] >= 0x80 for p in pieces)  # some token holds only part of a character
