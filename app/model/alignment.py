@@ -16,14 +16,12 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from app.languages import SPACELESS_LANGUAGES
 from app.model.backbone import softcap
 from app.results import Word
 
-# Spaceless scripts: one entry per character, except runs of Latin letters/digits (a product name inside
-# Mandarin text is one word); punctuation joins the entry before it.
-_SPACELESS_WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z0-9]+)*|\S")
-_SPACED_WORD = re.compile(r"\S+")
+# Han characters (Mandarin writes no spaces) are one entry each; anything else is a whitespace-separated run.
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_WORD = re.compile(f"[{_HAN}]|[^\\s{_HAN}]+")
 
 
 def ctc_alignment(logprobs: np.ndarray, ids: list[int], blank: int) -> np.ndarray | None:
@@ -58,12 +56,11 @@ def ctc_alignment(logprobs: np.ndarray, ids: list[int], blank: int) -> np.ndarra
     return np.where(path % 2 == 1, path // 2, -1)
 
 
-def word_ranges(text: str, language: str) -> list[tuple[int, int]]:
-    """Character ranges of the words of `text`: whitespace-separated, or per character in spaceless languages."""
-    if language not in SPACELESS_LANGUAGES:
-        return [m.span() for m in _SPACED_WORD.finditer(text)]
+def word_ranges(text: str) -> list[tuple[int, int]]:
+    """Character ranges of the words of `text`: whitespace-separated runs, except that every Han character is a
+    word of its own (Mandarin: one entry per character); punctuation right after a word joins it."""
     ranges: list[tuple[int, int]] = []
-    for m in _SPACELESS_WORD.finditer(text):
+    for m in _WORD.finditer(text):
         if ranges and not any(ch.isalnum() for ch in m.group()) and ranges[-1][1] == m.start():
             ranges[-1] = (ranges[-1][0], m.end())
         else:
@@ -125,10 +122,10 @@ class WordAligner:
         chosen = logits.index_select(-1, columns) - logits.logsumexp(dim=-1, keepdim=True)
         return chosen.cpu().numpy()
 
-    def align(self, projected: torch.Tensor, text: str, language: str, start: float, end: float) -> list[Word]:
+    def align(self, projected: torch.Tensor, text: str, start: float, end: float) -> list[Word]:
         """Words of `text` with times on the input's clock; `projected` `[slots, hidden]` are the window's real
         slots, starting at `start` seconds; [start, end] is the window, used only when no path fits."""
-        ranges = word_ranges(text, language)
+        ranges = word_ranges(text)
         if not ranges:
             return []
         encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)

@@ -157,7 +157,7 @@ class AsrPipeline:
         tokens, logprobs = self.transcripts.token_logprobs(result.tokens, result.logprobs)
         words = []
         if row.slots is not None and text:
-            words = self.aligner.align(row.slots, text, language, row.start, row.end)
+            words = self.aligner.align(row.slots, text, row.start, row.end)
         timing = Timing(queue_ms=queue_ms, encoder_ms=row.encoder_ms, prefill_ms=row.prefill_ms,
                         denoise_ms=result.denoise_ms, batch_size=result.batch_size, steps=result.steps)
         timing.total_ms = row.encoder_ms + row.prefill_ms + result.denoise_ms
