@@ -66,8 +66,8 @@ class Timing:
 
 @dataclass(frozen=True)
 class TokenLogprob:
-    """One token of a final transcript with its log-probability under the final denoising step's distribution
-    (OpenAI's `logprobs` entry)."""
+    """One token of a final transcript with its log-probability under the model's distribution at the final
+    denoising step (OpenAI's `logprobs` entry)."""
 
     token: str
     logprob: float
