@@ -18,6 +18,7 @@ class DecodeOptions:
     language: str | None = None
     prompt: str | None = None
     seed: int = 0
+    word_timestamps: bool = False  # align the final text on the CTC head (`timestamp_granularities[]=word`)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,25 @@ class Timing:
         return out
 
 
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token of a final transcript with its log-probability under the model's distribution at the final
+    denoising step (OpenAI's `logprobs` entry)."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word (one character for spaceless languages) with its time span on the input's clock."""
+
+    word: str
+    start: float
+    end: float
+
+
 @dataclass
 class Segment:
     """One window of audio and its transcript, offsets in seconds on the input's clock."""
@@ -73,6 +93,15 @@ class Segment:
     text: str
     language: str
     timing: Timing
+    tokens: list[int] = field(default_factory=list)  # the transcript's token ids
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # one per entry of `tokens`
+    words: list[Word] = field(default_factory=list)  # filled only when word timestamps were asked for
+    speech: bool = True  # False: voice activity detection found no speech, the window was not denoised
+
+    @property
+    def avg_logprob(self) -> float:
+        """Mean token log-probability (0.0 for a segment without tokens)."""
+        return sum(t.logprob for t in self.logprobs) / len(self.logprobs) if self.logprobs else 0.0
 
 
 @dataclass
@@ -88,14 +117,56 @@ class Transcription:
 
 def silent_segment(index: int, start: float, end: float, language_hint: str | None) -> Segment:
     """The segment of a window in which voice activity detection found no speech: not denoised, no text."""
-    return Segment(index, start, end, "", language_hint or UNKNOWN_LANGUAGE, Timing(batch_size=0))
+    return Segment(index, start, end, "", language_hint or UNKNOWN_LANGUAGE, Timing(batch_size=0), speech=False)
+
+
+def separator(before: Segment, after: Segment) -> str:
+    """What goes between two consecutive spoken segments: nothing between two in a spaceless language, else a
+    space. Decided by the pair alone, so a prefix of the joined text never changes as later windows finish."""
+    spaceless = before.language in SPACELESS_LANGUAGES and after.language in SPACELESS_LANGUAGES
+    return "" if spaceless else " "
+
+
+def join_texts(segments: list[Segment]) -> str:
+    """The transcript of consecutive segments (silent and empty ones skipped)."""
+    spoken = [s for s in segments if s.text]
+    return "".join((separator(a, b) if a is not None else "") + b.text for a, b in zip([None, *spoken], spoken))
+
+
+class CommittedText:
+    """The part of a request's transcript that can no longer change, grown as its windows finish.
+
+    Windows finish in any order; a window's text is committed once it and every window before it are done.
+    `add` returns what the committed text gained (its separator included), so the gains concatenate to the
+    final `join_texts` of all windows.
+    """
+
+    def __init__(self) -> None:
+        self._done: dict[int, Segment] = {}
+        self._next = 0
+        self._last_spoken: Segment | None = None
+
+    def add(self, segment: Segment) -> list[tuple[str, Segment]]:
+        """Record a finished window; returns the newly committed (text, segment) pieces, in order (a window
+        already committed, as after a retry, adds nothing)."""
+        if segment.id >= self._next:
+            self._done[segment.id] = segment
+        pieces = []
+        while self._next in self._done:
+            current = self._done.pop(self._next)
+            self._next += 1
+            if not current.text:
+                continue
+            lead = separator(self._last_spoken, current) if self._last_spoken is not None else ""
+            pieces.append((lead + current.text, current))
+            self._last_spoken = current
+        return pieces
 
 
 def join_segments(segments: list[Segment], duration: float, audio_decode_ms: float = 0.0) -> Transcription:
     """Combine window results: texts joined, the most common segment language, timings summed."""
     spoken = [s for s in segments if s.text]
-    separator = "" if spoken and all(s.language in SPACELESS_LANGUAGES for s in spoken) else " "
-    text = separator.join(s.text for s in spoken)
+    text = join_texts(segments)
     languages = [s.language for s in spoken if s.language != UNKNOWN_LANGUAGE]
     # Ties go to the language heard first (a set's order would change from one process to the next).
     language = max(dict.fromkeys(languages), key=languages.count) if languages else (

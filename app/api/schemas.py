@@ -9,11 +9,16 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import FormData, UploadFile
 
 from app.api.errors import ApiError, bad_parameter
+from app.formats import Extras
 from app.request_options import OptionError, RequestOptions, parse_options
 
 ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
-TimestampGranularity = Literal["segment"]
-_LIST_FIELDS = ("timestamp_granularities[]", "timestamp_granularities")
+TimestampGranularity = Literal["segment", "word"]
+Include = Literal["logprobs"]
+# Repeatable fields, under the names clients send them, by the field's alias.
+_LIST_FIELDS = {"timestamp_granularities[]": "timestamp_granularities[]",
+                "timestamp_granularities": "timestamp_granularities[]",
+                "include[]": "include[]", "include": "include[]"}
 
 
 class TranscriptionForm(RequestOptions):
@@ -21,9 +26,21 @@ class TranscriptionForm(RequestOptions):
 
     model: str | None = Field(None, description="must name the served model when given")
     response_format: ResponseFormat = "json"
-    stream: bool = Field(False, description="Server-Sent Events: a draft per denoising step, then the result")
-    timestamp_granularities: list[TimestampGranularity] = Field([], alias="timestamp_granularities[]")
+    stream: bool = Field(False, description="Server-Sent Events: OpenAI's `transcript.text.delta` (text that can "
+                                            "no longer change) and `transcript.text.done`")
+    stream_drafts: bool = Field(False, description="extension: with stream, also a `transcript.text.draft` event "
+                                                   "per denoising step (the canvas as it anneals)")
+    timestamp_granularities: list[TimestampGranularity] = Field(
+        [], alias="timestamp_granularities[]",
+        description="`segment` (always present) and/or `word` (forced alignment on the CTC head)")
+    include: list[Include] = Field([], alias="include[]", description="`logprobs`: the final canvas's token "
+                                                                      "log-probabilities")
     temperature: float | None = Field(None, description="accepted for OpenAI clients and ignored")
+
+    @property
+    def extras(self) -> Extras:
+        """What the response carries beyond the text."""
+        return Extras(logprobs="logprobs" in self.include, words="word" in self.timestamp_granularities)
 
 
 def option_error(exc: OptionError) -> ApiError:
@@ -41,7 +58,7 @@ def parse_transcription_form(form: FormData) -> tuple[TranscriptionForm, UploadF
         if not isinstance(value, str):
             raise bad_parameter(name, f"{name} must be a text field, got a file upload")
         if name in _LIST_FIELDS:
-            raw.setdefault("timestamp_granularities[]", []).append(value.strip())
+            raw.setdefault(_LIST_FIELDS[name], []).append(value.strip())
         else:
             raw[name] = value
     try:

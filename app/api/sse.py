@@ -1,19 +1,25 @@
-"""`stream=true`: Server-Sent Events for one transcription.
+"""`stream=true`: Server-Sent Events for one transcription, as OpenAI's API and SDKs define them.
 
-Format (data-only events, so `EventSource.onmessage` and OpenAI's SSE decoder both read every one):
+Events (data-only, so `EventSource.onmessage` and the `openai` SDK's decoder both read every one):
 
-    data: {"type": "draft", "step": 1, "of": 8, "text": "..."}      one per denoising step
-    ...
-    data: {"type": "final", "text": ..., "segments": [...], "timing": {...}, ...}   the full json body
+    data: {"type": "transcript.text.delta", "delta": "...", "logprobs": [...]}   text that can no longer change
+    data: {"type": "transcript.text.done", "text": "...", "logprobs": [...], ...}  the whole json body
     data: [DONE]
 
-A failure after the stream has started is sent as `data: {"type": "error", "error": {...OpenAI shape}}`
-followed by `data: [DONE]`. Failures before the first event (queue full, bad audio, ...) are ordinary HTTP
-error responses, because the stream only starts once the job has produced its first draft.
+A diffusion canvas rewrites itself: each step re-noises every position it did not accept and re-draws the
+accepted ones, so no part of a window's text is final before its row stops. A delta therefore carries a
+window's text once that window and every window before it are finished (the separator between windows
+included), and the remainder comes the moment the request completes; the deltas concatenate to the `done`
+text. `logprobs` appear (on deltas and on `done`) only with `include[]=logprobs`.
 
-`step` counts the request's executed steps over all its windows (so the number of drafts equals the final
-`timing.steps_used`); `of` is the step budget (windows x denoising_steps), which adaptive stopping may
-leave unused. `text` is the whole request's current draft. Windows without speech take no steps.
+Extension, only with `stream_drafts=true`: `{"type": "transcript.text.draft", "step", "of", "text"}` after every
+denoising step, the request's whole draft as the canvas anneals. `step` counts the request's executed steps over
+all its windows (the number of drafts equals the final `timing.steps_used`); `of` is the step budget (windows x
+denoising_steps), which adaptive stopping may leave unused.
+
+A failure after the stream has started is sent as `data: {"type": "error", "error": {...OpenAI shape}}`
+(which the SDK raises as `APIError`) followed by `data: [DONE]`. Failures before the first event (queue full,
+bad audio, ...) are ordinary HTTP error responses, because the stream only starts with its first event.
 """
 
 from __future__ import annotations
@@ -32,40 +38,61 @@ from app.api.transcription import note_result, unless_disconnected
 from app.audio.vad import AudioInput
 from app.engine.client import EngineClient
 from app.engine.errors import EngineError
-from app.formats import to_json
-from app.results import DecodeOptions, Transcription
+from app.formats import Extras, logprobs_list, to_json
+from app.results import CommittedText, DecodeOptions, Segment, Transcription
 
 log = logging.getLogger("diffusion_asr.api")
 
 DONE = "data: [DONE]\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+DELTA, DONE_EVENT, DRAFT = "transcript.text.delta", "transcript.text.done", "transcript.text.draft"
 
-Draft = tuple[int, int, str]
+Event = dict[str, Any]
 
 
-def sse_event(payload: dict[str, Any]) -> str:
+def sse_event(payload: Event) -> str:
     """One `data:` event (JSON keeps it on one line)."""
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def draft_event(draft: Draft) -> str:
-    """The event of one denoising step's draft."""
-    step, of, text = draft
-    return sse_event({"type": "draft", "step": step, "of": of, "text": text})
+def draft_payload(step: int, of: int, text: str) -> Event:
+    """The extension event of one denoising step's draft."""
+    return {"type": DRAFT, "step": step, "of": of, "text": text}
 
 
-def final_event(result: Transcription, model: str) -> str:
-    """The event carrying the whole json result."""
-    return sse_event({"type": "final", **to_json(result, model)})
+def delta_payload(text: str, segment: Segment, extras: Extras) -> Event:
+    """`transcript.text.delta` for newly committed text (the logprobs of the window it came from)."""
+    payload: Event = {"type": DELTA, "delta": text}
+    if extras.logprobs:
+        payload["logprobs"] = logprobs_list(segment.logprobs)
+    return payload
 
 
-async def _next_event(drafts: asyncio.Queue[Draft], job: asyncio.Future[Transcription]) -> Draft | None:
-    """The next draft, or None once the job has finished and every draft before it has been taken."""
-    if not drafts.empty():
-        return drafts.get_nowait()
+def done_payload(result: Transcription, model: str, extras: Extras) -> Event:
+    """`transcript.text.done`: OpenAI's `text` (and `logprobs` when asked) plus the json body's extensions."""
+    return {"type": DONE_EVENT, **to_json(result, model, extras)}
+
+
+class DeltaTracker:
+    """Turns finished windows into delta events, each piece of text exactly once."""
+
+    def __init__(self, extras: Extras) -> None:
+        self.extras = extras
+        self.committed = CommittedText()
+
+    def deltas(self, segments: list[Segment]) -> list[Event]:
+        """The delta events the newly finished `segments` commit."""
+        return [delta_payload(text, segment, self.extras)
+                for finished in segments for text, segment in self.committed.add(finished)]
+
+
+async def _next_event(events: asyncio.Queue[Event], job: asyncio.Future[Transcription]) -> Event | None:
+    """The next queued event, or None once the job has finished and every event before it has been taken."""
+    if not events.empty():
+        return events.get_nowait()
     if job.done():
         return None
-    getter = asyncio.ensure_future(drafts.get())
+    getter = asyncio.ensure_future(events.get())
     try:
         await asyncio.wait({getter, job}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -73,7 +100,7 @@ async def _next_event(drafts: asyncio.Queue[Draft], job: asyncio.Future[Transcri
             getter.cancel()
     if getter.done() and not getter.cancelled():
         return getter.result()
-    return drafts.get_nowait() if not drafts.empty() else None
+    return events.get_nowait() if not events.empty() else None
 
 
 def _as_api_error(exc: Exception) -> ApiError:
@@ -84,21 +111,24 @@ def _as_api_error(exc: Exception) -> ApiError:
 
 
 async def _events(
-    request: Request, first: Draft | None, drafts: asyncio.Queue[Draft], job: asyncio.Future[Transcription],
-    model: str,
+    request: Request, first: Event | None, events: asyncio.Queue[Event], job: asyncio.Future[Transcription],
+    tracker: DeltaTracker, model: str,
 ) -> AsyncIterator[str]:
     try:
-        draft = first
-        while draft is not None:
-            yield draft_event(draft)
-            draft = await _next_event(drafts, job)
+        event = first
+        while event is not None:
+            yield sse_event(event)
+            event = await _next_event(events, job)
         try:
             result = job.result()
         except Exception as exc:  # the status line is sent: the error can only travel as an event
             yield sse_event({"type": "error", **_as_api_error(exc).body()})
         else:
             note_result(request, result)
-            yield final_event(result, model)
+            # Complete: whatever no window reported yet is final now.
+            for delta in tracker.deltas(result.segments):
+                yield sse_event(delta)
+            yield sse_event(done_payload(result, model, tracker.extras))
         yield DONE
     finally:
         # A client that went away cancels this generator; the job must not outlive it.
@@ -108,20 +138,28 @@ async def _events(
 
 async def stream_transcription(
     request: Request, engine: EngineClient, audio: AudioInput, options: DecodeOptions, timeout_s: float,
+    extras: Extras, drafts: bool = False,
 ) -> StreamingResponse:
-    """Submit the job and answer with its event stream once the first draft (or the result) exists."""
-    drafts: asyncio.Queue[Draft] = asyncio.Queue()
+    """Submit the job and answer with its event stream once the first event (or the result) exists."""
+    events: asyncio.Queue[Event] = asyncio.Queue()
+    tracker = DeltaTracker(extras)
+
+    def on_segment(segment: Segment) -> None:
+        for delta in tracker.deltas([segment]):
+            events.put_nowait(delta)
+
+    on_draft = (lambda s, n, t: events.put_nowait(draft_payload(s, n, t))) if drafts else None
     job = asyncio.ensure_future(
-        engine.transcribe(audio, options, timeout_s, on_draft=lambda s, n, t: drafts.put_nowait((s, n, t)))
+        engine.transcribe(audio, options, timeout_s, on_draft=on_draft, on_segment=on_segment)
     )
     try:
-        first = await unless_disconnected(_next_event(drafts, job), request)
+        first = await unless_disconnected(_next_event(events, job), request)
     except BaseException:
         job.cancel()
         raise
     if first is None and not job.cancelled() and job.exception() is not None:
         raise job.exception()  # nothing sent yet: an ordinary error response
     return StreamingResponse(
-        _events(request, first, drafts, job, engine.model_name),
+        _events(request, first, events, job, tracker, engine.model_name),
         media_type="text/event-stream", headers=SSE_HEADERS,
     )

@@ -22,7 +22,7 @@ from app.audio.vad import AudioInput, SpeechSpanSource, split_audio
 from app.config import Settings
 from app.engine.client import EngineClient
 from app.engine.errors import QueueFullError
-from app.formats import render, to_json
+from app.formats import Extras, json_body, render
 from app.results import Transcription
 
 T = TypeVar("T")
@@ -97,10 +97,10 @@ async def unless_disconnected(awaitable: Awaitable[T], request: Request) -> T:
             job.cancel()
 
 
-def render_response(result: Transcription, response_format: str, model: str) -> Response:
+def render_response(result: Transcription, response_format: str, model: str, extras: Extras = Extras()) -> Response:
     """json/verbose_json as JSON (DESIGN.md §3), text/srt as text/plain, vtt as text/vtt."""
     if response_format in ("json", "verbose_json"):
-        return JSONResponse(to_json(result, model))
+        return JSONResponse(json_body(result, response_format, model, extras))
     return PlainTextResponse(render(result, response_format, model), media_type=_MEDIA_TYPES[response_format])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from app.audio.vad import AudioInput
-from app.engine.jobs import DraftHandler
+from app.engine.jobs import DraftHandler, SegmentHandler
 from app.results import DecodeOptions, Transcription
 
 
@@ -27,8 +27,10 @@ class EngineClient(Protocol):
         options: DecodeOptions,
         timeout_s: float,
         on_draft: DraftHandler | None = None,
+        on_segment: SegmentHandler | None = None,
     ) -> Transcription:
-        """Queue one request and wait for it. Raises QueueFullError at once when the queue is full,
+        """Queue one request and wait for it; `on_draft` hears every denoising step's draft, `on_segment` every
+        window's segment as it finishes. Raises QueueFullError at once when the queue is full,
         DeadlineExceededError after `timeout_s`, ShuttingDownError while draining, JobFailedError when its batch
         failed; cancelling the awaiting task drops the job (queued or running)."""
 

@@ -13,6 +13,9 @@ from app.results import DecodeOptions, Segment, Transcription, join_segments
 DraftHandler = Callable[[int, int, str], None]
 """Called on the event loop with (step, of, draft_text) after every denoising step of the job's windows."""
 
+SegmentHandler = Callable[[Segment], None]
+"""Called on the event loop with each window's segment as soon as that window is finished (any order)."""
+
 
 @dataclass(eq=False)
 class Job:
@@ -27,6 +30,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
     on_draft: DraftHandler | None = None
+    on_segment: SegmentHandler | None = None
     admitted: float | None = None
     next_window: int = 0
     retried: bool = False
@@ -68,6 +72,12 @@ class Job:
         self.next_window = 0
         self.segments.clear()
         self.drafts.clear()
+
+    def add_segment(self, window: int, segment: Segment) -> None:
+        """Record a finished window and pass its segment to the caller."""
+        self.segments[window] = segment
+        if self.on_segment is not None:
+            self._call(self.on_segment, segment)
 
     def complete(self) -> bool:
         """Whether every window has its segment."""

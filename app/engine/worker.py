@@ -19,7 +19,7 @@ import numpy as np
 from app.audio.vad import AudioInput, AudioWindow
 from app.config import EngineSettings
 from app.engine.errors import DeadlineExceededError, JobCancelledError, JobFailedError, ShuttingDownError
-from app.engine.jobs import DraftHandler, Job
+from app.engine.jobs import DraftHandler, Job, SegmentHandler
 from app.engine.model import AsrModel, Row
 from app.engine.observer import EngineObserver, NullObserver
 from app.engine.scheduler import Scheduler
@@ -89,13 +89,14 @@ class EngineWorker:
             batch.step()
 
     async def transcribe(
-        self, audio: AudioInput, options: DecodeOptions, timeout_s: float, on_draft: DraftHandler | None = None
+        self, audio: AudioInput, options: DecodeOptions, timeout_s: float, on_draft: DraftHandler | None = None,
+        on_segment: SegmentHandler | None = None,
     ) -> Transcription:
         """Queue one request and await its transcription (see `EngineClient.transcribe`)."""
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         job = Job(next(self._ids), audio, options, now, now + timeout_s, loop, loop.create_future(), on_draft,
-                  wake=self._wake)
+                  on_segment, wake=self._wake)
         self._submit(job)
         try:
             # The worker enforces the deadline at step boundaries; the wait here is a backstop.
@@ -239,7 +240,7 @@ class EngineWorker:
             self._scheduler.batch_emptied()
 
     def _finish_window(self, job: Job, w: int, segment: Segment) -> None:
-        job.segments[w] = segment
+        job.add_segment(w, segment)
         if job.complete() and job.id in self._scheduler.running:
             with self._cond:
                 self._scheduler.finished(job)

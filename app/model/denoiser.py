@@ -54,6 +54,9 @@ class DenoiseResult:
     steps: list[StepStats]
     denoise_ms: float
     batch_size: int  # the largest batch this row was denoised in
+    # Log-probability of each canvas token under the model's distribution at the final step (before the
+    # sampler's temperature).
+    logprobs: list[float] = field(default_factory=list)
 
     @property
     def steps_used(self) -> int:
@@ -180,6 +183,12 @@ class DenoiseBatch:
         schedule = LinearTemperatureScheduleLogitsProcessor(self.params.t_min, self.params.t_max, budgets)
         return schedule(None, logits, cur_step=remaining)
 
+    def _temperature(self, row: _Row, remaining: int) -> float:
+        """The schedule's temperature for `row` at the step it ran with `remaining` steps left (the stock
+        processor applied to a logit of 1 gives 1 / temperature)."""
+        schedule = LinearTemperatureScheduleLogitsProcessor(self.params.t_min, self.params.t_max, row.job.steps)
+        return 1.0 / float(schedule(None, torch.ones(()), cur_step=remaining))
+
     @torch.no_grad()
     def step(self) -> list[tuple[Hashable, DenoiseResult]]:
         """Run one denoising step for every row; return (and remove) the rows that finished."""
@@ -242,10 +251,18 @@ class DenoiseBatch:
                 row.job.on_step(step_number, row.job.steps, tokens)
             if (stable and confident[index]) or row.remaining == 0:
                 elapsed = (time.perf_counter() - row.started) * 1000.0
-                finished.append((key, DenoiseResult(tokens.tolist(), row.stats, elapsed, row.max_batch)))
+                temperature = self._temperature(row, row.remaining + 1)  # `remaining` counted this step already
+                logprobs = _chosen_logprobs(scaled[index] * temperature, argmax[index])
+                finished.append((key, DenoiseResult(tokens.tolist(), row.stats, elapsed, row.max_batch, logprobs)))
         for key, _ in finished:
             self.remove(key)
         return finished
+
+
+def _chosen_logprobs(logits: torch.Tensor, chosen: torch.Tensor) -> list[float]:
+    """`[C]` log-probabilities of the `chosen` ids under `[C, V]` logits (only for rows that finish, so the
+    vocabulary-sized normalisation is paid once per row, not per step)."""
+    return (logits.gather(-1, chosen[:, None])[:, 0].float() - logits.float().logsumexp(dim=-1)).tolist()
 
 
 def denoise_all(

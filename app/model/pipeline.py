@@ -18,10 +18,11 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from app.audio.vad import AudioWindow, VoiceActivityDetector, split_windows
 from app.model import encoder as whisper
+from app.model.alignment import WordAligner
 from app.model.asr_config import AsrConfig
 from app.model.backbone import Prefill
 from app.model.denoiser import DenoiseBatch, DenoiseJob, DenoiseResult, SamplingParams
-from app.model.projector import AnyProjector
+from app.model.projector import AnyProjector, audio_slots, slot_samples
 from app.model.prompt import PromptBuilder
 from app.model.row_start import EncodedWindow, RowStart
 from app.model.sampling import TokenSampler
@@ -53,6 +54,7 @@ class Row:
     job: DenoiseJob
     encoder_ms: float
     prefill_ms: float
+    slots: torch.Tensor | None = None  # the CTC head's input, kept only when word timestamps are asked for
 
 
 def window_generator(seed: int, window_index: int, device: torch.device) -> torch.Generator:
@@ -87,6 +89,9 @@ class AsrPipeline:
         self.prompts = PromptBuilder(self.tokenizer, config)
         self.transcripts = TranscriptDecoder(self.tokenizer, config)
         self.params = sampling_params(config)
+        self.aligner = WordAligner(self.backbone.lm_head, self.backbone.final_logit_softcapping, self.tokenizer,
+                                   self.tokenizer.pad_token_id, slot_samples(self.projector.subsample)
+                                   / whisper.SAMPLE_RATE)
         self._vad: VoiceActivityDetector | None = None
 
     @property
@@ -119,7 +124,11 @@ class AsrPipeline:
 
     def encode(self, windows: list[np.ndarray]) -> list[EncodedWindow]:
         """The audio path for up to one window each, batched."""
-        return self.start.encode(self.project(windows), [len(w) for w in windows])
+        projected = self.project(windows)
+        encoded = self.start.encode(projected, [len(w) for w in windows])
+        for item, row, window in zip(encoded, projected, windows):
+            item.slots = row[: audio_slots(len(window), self.projector.subsample, projected.shape[1])]
+        return encoded
 
     def prefill(self, encoded: EncodedWindow, language: str | None, prompt: str | None) -> Prefill:
         """The backbone's KV cache for one window's prompt with its audio embeddings."""
@@ -138,15 +147,21 @@ class AsrPipeline:
             def on_step(step: int, of: int, tokens: torch.Tensor) -> None:
                 on_draft(step, of, decode(tokens.tolist(), options.language)[0])
         job = DenoiseJob(state, options.steps, window_generator(options.seed, index, self.device), on_step)
-        return Row(index, window.start, window.end, options, job, encoder_ms, prefill_ms)
+        slots = encoded.slots if options.word_timestamps else None
+        return Row(index, window.start, window.end, options, job, encoder_ms, prefill_ms, slots)
 
     def finish_row(self, row: Row, result: DenoiseResult, queue_ms: float = 0.0) -> Segment:
-        """The window's segment from its final canvas."""
+        """The window's segment from its final canvas: text, language, tokens with their log-probabilities and,
+        when asked for, word timestamps."""
         text, language = self.transcripts.decode(result.tokens, row.options.language)
+        tokens, logprobs = self.transcripts.token_logprobs(result.tokens, result.logprobs)
+        words = []
+        if row.slots is not None and text:
+            words = self.aligner.align(row.slots, text, row.start, row.end)
         timing = Timing(queue_ms=queue_ms, encoder_ms=row.encoder_ms, prefill_ms=row.prefill_ms,
                         denoise_ms=result.denoise_ms, batch_size=result.batch_size, steps=result.steps)
         timing.total_ms = row.encoder_ms + row.prefill_ms + result.denoise_ms
-        return Segment(row.index, row.start, row.end, text, language, timing)
+        return Segment(row.index, row.start, row.end, text, language, timing, tokens, logprobs, words)
 
     def new_batch(self) -> DenoiseBatch:
         """An empty batch that rows join and leave between steps."""

@@ -16,10 +16,18 @@ from torch import nn
 from torch.nn import functional as F
 
 
+ENCODER_FRAME_SAMPLES = 160 * 2  # Whisper: mel hop 160 samples, then its stride-2 conv
+
+
+def slot_samples(subsample: int) -> int:
+    """Audio samples (16 kHz) per projector slot."""
+    return ENCODER_FRAME_SAMPLES * subsample
+
+
 def audio_slots(num_samples: int, subsample: int, max_slots: int) -> int:
     """Projector slots covering `num_samples` of audio (mel hop 160, Whisper stride 2, projector subsample),
     at most the window's `max_slots`: the CTC input length of a clip."""
-    per_slot = 160 * 2 * subsample
+    per_slot = slot_samples(subsample)
     return min(max_slots, -(-int(num_samples) // per_slot) + 1)
 
 

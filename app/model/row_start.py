@@ -7,7 +7,7 @@ CTC-start add-on (`app.model.ctc_start.CtcStart`) is the other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -23,6 +23,8 @@ class EncodedWindow:
     of the window, such as the add-on, returns a subclass)."""
 
     audio: torch.Tensor  # [audio_slots, hidden] the prompt's audio embeddings
+    # The projector output over the window's real slots (the CTC head's input; the pipeline sets it).
+    slots: torch.Tensor | None = field(default=None, kw_only=True)
 
 
 class RowStart(Protocol):

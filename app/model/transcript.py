@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
+from tokenizers import decoders
 from transformers import PreTrainedTokenizerBase
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from app.languages import SUPPORTED_LANGUAGES, UNKNOWN_LANGUAGE
 from app.model.asr_config import AsrConfig
+from app.results import TokenLogprob
+
+_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte tokens (Gemma's vocabulary has them)
+
+
+def byte_level_decoder(tokenizer: PreTrainedTokenizerBase) -> dict[str, int] | None:
+    """Character -> byte of a byte-level BPE vocabulary (GPT-2's mapping), or None for other tokenizers."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not isinstance(backend.decoder, decoders.ByteLevel):
+        return None
+    return {char: byte for byte, char in bytes_to_unicode().items()}
 
 
 class LanguageIdentifier:
@@ -50,12 +65,39 @@ class TranscriptDecoder:
                 if tag_id is not None and tag_id != tokenizer.unk_token_id:
                     self.tag_ids[tag_id] = lang
         self.identifier = LanguageIdentifier()
+        self._bytes_of = byte_level_decoder(tokenizer)
+
+    def token_bytes(self, token: int) -> bytes:
+        """The exact bytes a token stands for (a byte-level token may hold part of a UTF-8 character)."""
+        piece = self.tokenizer.convert_ids_to_tokens(token)
+        if self._bytes_of is not None and all(char in self._bytes_of for char in piece):
+            return bytes(self._bytes_of[char] for char in piece)
+        fallback = _BYTE_FALLBACK.fullmatch(piece)
+        if fallback is not None:
+            return bytes([int(fallback.group(1), 16)])
+        return piece.replace("\u2581", " ").encode("utf-8")  # SentencePiece writes a space as U+2581
+
+    def text_positions(self, tokens: list[int]) -> list[int]:
+        """Canvas positions of the text: before the first end-of-sequence, without special, pad or
+        out-of-vocabulary ids."""
+        end = tokens.index(self.eos_id) if self.eos_id in tokens else len(tokens)
+        return [i for i in range(end) if tokens[i] not in self.special_ids and tokens[i] < self.vocab_limit]
 
     def text_tokens(self, tokens: list[int]) -> list[int]:
         """Tokens up to the first end-of-sequence, without special, pad or out-of-vocabulary ids."""
-        if self.eos_id in tokens:
-            tokens = tokens[: tokens.index(self.eos_id)]
-        return [t for t in tokens if t not in self.special_ids and t < self.vocab_limit]
+        return [tokens[i] for i in self.text_positions(tokens)]
+
+    def token_logprobs(self, tokens: list[int], logprobs: list[float]) -> tuple[list[int], list[TokenLogprob]]:
+        """The text's token ids and, per token, its text, log-probability and exact bytes (the text of a token
+        that holds only part of a UTF-8 character shows U+FFFD; its bytes are exact)."""
+        positions = self.text_positions(tokens)
+        ids = [tokens[i] for i in positions]
+        entries = []
+        for i, token in zip(positions, ids):
+            piece = self.tokenizer.decode([token], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            logprob = logprobs[i] if i < len(logprobs) else 0.0
+            entries.append(TokenLogprob(piece, logprob, tuple(self.token_bytes(token))))
+        return ids, entries
 
     def model_language(self, tokens: list[int]) -> str | None:
         """The language tag the model wrote first, when the checkpoint's format defines tags."""

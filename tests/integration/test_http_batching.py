@@ -36,14 +36,18 @@ def post_sync(url: str, clip, **fields) -> dict:
 def test_sse_drafts_match_steps_and_final_matches_plain_result(server):
     clip = CLIPS[2]
     with httpx.stream("POST", f"{server.url}{URL}", files={"file": (clip.name, clip.read_bytes())},
-                      data=form(stream="true", seed=11, denoising_steps=5), timeout=120) as response:
+                      data=form(stream="true", stream_drafts="true", seed=11, denoising_steps=5),
+                      timeout=120) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         data = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
     assert data[-1] == "[DONE]"
     events = [json.loads(d) for d in data[:-1]]
-    drafts, final = events[:-1], events[-1]
-    assert all(e["type"] == "draft" for e in drafts) and final["type"] == "final"
+    drafts = [e for e in events if e["type"] == "transcript.text.draft"]
+    deltas = [e for e in events if e["type"] == "transcript.text.delta"]
+    final = events[-1]
+    assert final["type"] == "transcript.text.done" and len(drafts) + len(deltas) + 1 == len(events)
+    assert "".join(d["delta"] for d in deltas) == final["text"]
     assert len(drafts) == final["timing"]["steps_used"] > 0
     assert [d["step"] for d in drafts] == list(range(1, len(drafts) + 1))
     assert drafts[-1]["text"] == final["text"]
@@ -53,15 +57,17 @@ def test_sse_drafts_match_steps_and_final_matches_plain_result(server):
     assert spans(final) == spans(plain)
 
 
-def test_openai_client_streaming_reads_drafts_then_final(server, served_model):
+def test_openai_client_streaming_reads_opt_in_drafts_then_delta_and_done(server, served_model):
     from openai import OpenAI
 
     client = OpenAI(base_url=f"{server.url}/v1", api_key="sk-unused", max_retries=0, timeout=60)
     with CLIPS[0].open("rb") as f:
         events = list(client.audio.transcriptions.create(
-            model=served_model, file=f, stream=True, language="en", extra_body={"denoising_steps": 3}))
-    assert [e.type for e in events] == ["draft", "draft", "draft", "final"]
-    assert events[-1].text == events[-2].text
+            model=served_model, file=f, stream=True, language="en",
+            extra_body={"denoising_steps": 3, "stream_drafts": True}))
+    assert [e.type for e in events] == ["transcript.text.draft"] * 3 + ["transcript.text.delta",
+                                                                        "transcript.text.done"]
+    assert events[-1].text == events[-2].delta == events[2].text
 
 
 def batch_size_counts(url: str) -> tuple[float, float]:

@@ -160,11 +160,12 @@ def test_stream_client_that_disconnects_gets_its_job_cancelled(limited_server):
     url = limited_server.url
     before = metric(url, "asr_cancelled_jobs_total")
     with httpx.stream("POST", f"{url}{URL}", files={"file": (SHORT.name, SHORT.read_bytes())},
-                      data={"language": "en", "denoising_steps": "8", "stream": "true", "prompt": HOLD_PROMPT},
+                      data={"language": "en", "denoising_steps": "8", "stream": "true", "stream_drafts": "true",
+                            "prompt": HOLD_PROMPT},
                       timeout=30) as response:
         assert response.status_code == 200
         first = next(line for line in response.iter_lines() if line.startswith("data: "))
-        assert '"type": "draft"' in first
+        assert '"type": "transcript.text.draft"' in first
     deadline = time.monotonic() + 15
     while metric(url, "asr_cancelled_jobs_total") == before and time.monotonic() < deadline:
         time.sleep(0.1)

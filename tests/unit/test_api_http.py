@@ -14,8 +14,7 @@ from fastapi.testclient import TestClient
 from app.api.app import LoadedModel, create_app, mark_draining
 from app.config import Settings
 from app.engine.errors import DeadlineExceededError, JobFailedError, QueueFullError
-from app.results import StepStats
-from app.results import Segment, Timing, Transcription
+from app.results import Segment, StepStats, Timing, TokenLogprob, Transcription, Word, join_segments
 
 URL = "/v1/audio/transcriptions"
 
@@ -56,8 +55,10 @@ class FakeEngine:
     def queue_depth(self) -> int:
         return self.depth
 
-    async def transcribe(self, audio, options, timeout_s, on_draft=None) -> Transcription:
+    async def transcribe(self, audio, options, timeout_s, on_draft=None, on_segment=None) -> Transcription:
         self.options.append(options)
+        if options.prompt == "windows":
+            return await self._windows(audio, on_segment)
         if options.prompt == "queue_full":
             raise QueueFullError(3, retry_after=2)
         if options.prompt == "deadline":
@@ -78,6 +79,21 @@ class FakeEngine:
         language = options.language or "en"
         segment = Segment(0, 0.0, audio.duration, text, language, timing)
         return Transcription(text, language, audio.duration, [segment], timing)
+
+    @staticmethod
+    async def _windows(audio, on_segment) -> Transcription:
+        """Three windows finishing out of order (2, 0, then 1), the last one silent."""
+        def window(index, text, speech=True):
+            logprobs = [TokenLogprob(w, -0.5 * (i + 1), tuple(w.encode())) for i, w in enumerate(text.split())]
+            words = [Word(w, index + 0.1 * i, index + 0.1 * i + 0.05) for i, w in enumerate(text.split())]
+            return Segment(index, float(index), index + 1.0, text, "en", Timing(), [7] * len(logprobs), logprobs,
+                           words, speech)
+        segments = [window(0, "alpha one"), window(1, "beta"), window(2, "", speech=False)]
+        for index in (2, 0, 1):
+            if on_segment is not None:
+                on_segment(segments[index])
+            await asyncio.sleep(0)
+        return join_segments(segments, duration=3.0)
 
 
 def wav_bytes(seconds: float = 0.5, rate: int = 16000) -> bytes:
@@ -157,36 +173,93 @@ def test_text_formats(client, fmt, media):
 def test_verbose_json_and_timestamp_granularities(client):
     response = post(client, {"response_format": "verbose_json", "timestamp_granularities[]": "segment"})
     assert response.status_code == 200 and response.json()["segments"]
+    assert "words" not in response.json()
 
 
-def test_sse_stream(client):
-    with client.stream("POST", URL, files={"file": ("a.wav", wav_bytes())}, data={"stream": "true"}) as response:
+def sse_events(client, data: dict) -> list[dict]:
+    with client.stream("POST", URL, files={"file": ("a.wav", wav_bytes())}, data=data) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in response.iter_lines() if line]
     events = [line.removeprefix("data: ") for line in lines]
     assert events[-1] == "[DONE]"
-    parsed = [json.loads(e) for e in events[:-1]]
-    drafts = [e for e in parsed if e["type"] == "draft"]
-    final = parsed[-1]
+    return [json.loads(e) for e in events[:-1]]
+
+
+def test_sse_stream_is_deltas_then_done(client):
+    events = sse_events(client, {"stream": "true"})
+    assert [e["type"] for e in events] == ["transcript.text.delta", "transcript.text.done"]
+    assert events[0]["delta"] == events[1]["text"] == post(client).json()["text"]
+    assert "logprobs" not in events[0] and "logprobs" not in events[1]
+
+
+def test_sse_deltas_commit_windows_in_order_with_their_logprobs(client):
+    events = sse_events(client, {"stream": "true", "prompt": "windows", "include[]": "logprobs"})
+    deltas = [e for e in events if e["type"] == "transcript.text.delta"]
+    done = events[-1]
+    assert [d["delta"] for d in deltas] == ["alpha one", " beta"]
+    assert "".join(d["delta"] for d in deltas) == done["text"] == "alpha one beta"
+    assert [p["token"] for p in deltas[0]["logprobs"]] == ["alpha", "one"]
+    assert [p["logprob"] for p in done["logprobs"]] == [-0.5, -1.0, -0.5]
+    assert done["logprobs"][0]["bytes"] == list(b"alpha")
+
+
+def test_sse_drafts_are_opt_in_with_their_own_type(client):
+    assert not [e for e in sse_events(client, {"stream": "true"}) if e["type"] == "transcript.text.draft"]
+    events = sse_events(client, {"stream": "true", "stream_drafts": "true"})
+    drafts = [e for e in events if e["type"] == "transcript.text.draft"]
+    done = events[-1]
     assert [d["step"] for d in drafts] == [1, 2, 3, 4] and drafts[0]["of"] == 4
-    assert final["type"] == "final" and len(drafts) == final["timing"]["steps_used"]
-    assert final["text"] == post(client).json()["text"]
+    assert done["type"] == "transcript.text.done" and len(drafts) == done["timing"]["steps_used"]
 
 
 def test_sse_failure_after_the_first_draft_is_an_error_event(client):
-    response = post(client, {"stream": "true", "prompt": "fail_after_draft"})
+    response = post(client, {"stream": "true", "stream_drafts": "true", "prompt": "fail_after_draft"})
     assert response.status_code == 200
     events = [line.removeprefix("data: ") for line in response.text.splitlines() if line]
-    assert json.loads(events[0])["type"] == "draft" and events[-1] == "[DONE]"
+    assert json.loads(events[0])["type"] == "transcript.text.draft" and events[-1] == "[DONE]"
     error = json.loads(events[-2])
     assert error["type"] == "error" and error["error"]["code"] == "job_failed"
+
+
+def test_verbose_json_has_openai_segments_words_and_logprobs(client):
+    body = post(client, {"response_format": "verbose_json", "prompt": "windows", "include[]": "logprobs",
+                         "timestamp_granularities[]": ["segment", "word"]}).json()
+    assert body["text"] == "alpha one beta" and body["duration"] == 3.0
+    first, _, silent = body["segments"]
+    assert first["avg_logprob"] == pytest.approx(-0.75) and first["tokens"] == [7, 7]
+    assert first["seek"] == 0 and body["segments"][1]["seek"] == 100
+    assert first["no_speech_prob"] == 0.0 and silent["no_speech_prob"] == 1.0
+    assert first["compression_ratio"] > 0 and silent["compression_ratio"] == 0.0
+    assert [w["word"] for w in body["words"]] == ["alpha", "one", "beta"]
+    assert body["words"][2] == {"word": "beta", "start": 1.0, "end": 1.05}
+    assert len(body["logprobs"]) == 3
+
+
+def test_words_and_logprobs_only_when_asked(client):
+    body = post(client, {"response_format": "verbose_json", "prompt": "windows"}).json()
+    assert "words" not in body and "logprobs" not in body
+    assert engine_options(client)[-1].word_timestamps is False
+    post(client, {"prompt": "windows", "timestamp_granularities": "word"})
+    assert engine_options(client)[-1].word_timestamps is True
+
+
+def engine_options(client):
+    return client.app.state.runtime.engine.options
+
+
+def test_translations_answer_openai_error_shape(client):
+    response = client.post("/v1/audio/translations", files={"file": ("a.wav", wav_bytes())}, data={"model": "x"})
+    error = assert_error(response, 400, "translation_not_supported", "model")
+    assert "transcribes only" in error["message"]
 
 
 def test_openapi_documents_the_upload_form(client):
     spec = client.get("/openapi.json").json()
     form = spec["paths"][URL]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert {"file", "denoising_steps", "stream", "seed"} <= set(form["properties"])
+    assert {"file", "denoising_steps", "stream", "stream_drafts", "seed", "include[]",
+            "timestamp_granularities[]"} <= set(form["properties"])
+    assert form["properties"]["include[]"]["items"]["const"] == "logprobs"
 
 
 def test_sse_engine_error_before_first_event_is_plain_error(client):
@@ -203,7 +276,8 @@ def test_sse_engine_error_before_first_event_is_plain_error(client):
         ({"seed": "-1"}, "seed", "got -1"),
         ({"response_format": "xml"}, "response_format", "got 'xml'"),
         ({"language": "ja"}, "language", "got 'ja'"),
-        ({"timestamp_granularities[]": "word"}, "timestamp_granularities[]", "got 'word'"),
+        ({"timestamp_granularities[]": "char"}, "timestamp_granularities[]", "got 'char'"),
+        ({"include[]": "scores"}, "include[]", "must be one of logprobs, got 'scores'"),
         ({"stream": "maybe"}, "stream", "got 'maybe'"),
         ({"prompt": "x" * 300}, "prompt", "at most 224 characters, got 300"),
     ],

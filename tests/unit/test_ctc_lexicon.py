@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.model.ctc_start.compression import compress_runs, ctc_alignment
+from app.model.alignment import ctc_alignment
+from app.model.ctc_start.compression import compress_runs
 from app.model.ctc_start.lexicon_search import Lexicon, LexiconBeamSearch, LexiconParams
 
 # id 0 is the blank; letters alone continue a word, letters after a space start one.

@@ -36,7 +36,8 @@ def _speech(seed: int) -> np.ndarray:
 
 def test_the_start_canvas_is_the_word_list_search_in_the_tagged_language(tiny_model_dir, tmp_path):
     from app.model.backbone import prefill, prompt_embeddings
-    from app.model.ctc_start.compression import compress_runs, ctc_alignment
+    from app.model.alignment import ctc_alignment
+    from app.model.ctc_start.compression import compress_runs
 
     pipeline = load_pipeline(_lexicon_model(tiny_model_dir, tmp_path), device=torch.device("cpu"),
                              dtype=torch.float32)

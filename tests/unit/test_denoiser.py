@@ -120,3 +120,17 @@ def test_step_records(backbone):
     assert all(s.ms > 0 and s.accepted >= 1 and s.mean_entropy > 0 for s in result.steps)
     assert sum(s.ms for s in result.steps) <= result.denoise_ms
     assert len(result.tokens) == backbone.config.canvas_length
+
+
+def test_final_logprobs_are_the_models_own_distribution_not_the_samplers_temperature(backbone):
+    # One step: the forward pass sees the same random canvas whatever the schedule, and the temperature keeps
+    # the argmax, so the model's log-probabilities must not depend on t_min / t_max.
+    ids = torch.randint(10, 500, (1, 11), generator=torch.Generator().manual_seed(3))
+    results = []
+    for t_min, t_max in ((0.1, 0.3), (0.9, 1.5)):
+        job = DenoiseJob(_prefill(backbone, ids), steps=1, generator=torch.Generator().manual_seed(4))
+        results.append(denoise_all(backbone, [job], SamplingParams(t_min=t_min, t_max=t_max))[0])
+    cold, warm = results
+    assert cold.tokens == warm.tokens and len(cold.logprobs) == backbone.config.canvas_length
+    assert cold.logprobs == pytest.approx(warm.logprobs, abs=1e-4)
+    assert all(lp <= 0.0 for lp in cold.logprobs) and min(cold.logprobs) < -0.01

@@ -238,3 +238,18 @@ def test_out_of_memory_on_the_real_model_retries_at_half_batch_with_the_same_res
                                                                           DecodeOptions(steps=2, seed=i))[0].text
                                          for i in range(4)]
     assert calls["n"] > 1 and max(worker.observer.batch_sizes) <= 2
+
+
+def test_each_window_reaches_on_segment_before_the_result_with_silent_windows_too():
+    audio = clip(3, windows=3)
+    audio.windows[1] = AudioWindow(1.0, 2.0, audio.windows[1].samples, has_speech=False)
+    heard = []
+
+    async def with_segments(worker):
+        result = await worker.transcribe(audio, DecodeOptions(steps=2, seed=3), 60, on_segment=heard.append)
+        return result, list(heard)
+
+    (result, before), _ = run_worker(FakeModel(), with_segments, max_batch_size=4)
+    assert sorted(s.id for s in before) == [0, 1, 2]
+    assert {s.id: s.text for s in before} == {s.id: s.text for s in result.segments}
+    assert [s.speech for s in sorted(before, key=lambda s: s.id)] == [True, False, True]

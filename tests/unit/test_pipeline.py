@@ -115,3 +115,20 @@ def test_the_stock_start_feeds_the_projected_audio_and_a_noise_canvas(tiny_pipel
     torch.testing.assert_close(window.audio, tiny_pipeline.project(audio)[0])
     state = tiny_pipeline.prefill(window, None, None)
     assert state.start is None and state.tag is None
+
+
+def test_segments_carry_their_tokens_logprobs_and_words_within_the_window(tiny_pipeline):
+    audio = decode_audio((SHARED_AUDIO / "und_silero_test.wav").read_bytes(), LIMITS)
+    plain = tiny_pipeline.transcribe(audio, DecodeOptions(steps=2))
+    timed = tiny_pipeline.transcribe(audio, DecodeOptions(steps=2, word_timestamps=True))
+    assert timed.text == plain.text and not any(s.words for s in plain.segments)
+    spoken = [s for s in timed.segments if s.text]
+    assert spoken
+    for segment in spoken:
+        assert tiny_pipeline.tokenizer.decode(segment.tokens).strip() == segment.text
+        assert len(segment.logprobs) == len(segment.tokens)
+        assert all(-50.0 < entry.logprob <= 0.0 for entry in segment.logprobs)
+        assert segment.avg_logprob == pytest.approx(np.mean([e.logprob for e in segment.logprobs]))
+        assert "".join(w.word for w in segment.words) == "".join(segment.text.split())  # every word, once
+        assert all(segment.start <= w.start < w.end <= segment.end + 0.2 for w in segment.words)
+    assert all(not s.speech and not s.tokens for s in timed.segments if s.timing.batch_size == 0)

@@ -11,7 +11,6 @@ the prompt layout does not change.)
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 
@@ -38,39 +37,6 @@ def compress_runs(audio: torch.Tensor, run: torch.Tensor) -> torch.Tensor:
     sums = audio.new_zeros(batch, slots + 1, hidden).scatter_add(1, index[..., None].expand(-1, -1, hidden), audio)
     counts = audio.new_zeros(batch, slots + 1).scatter_add(1, index, emitted.to(audio.dtype))
     return sums[:, :slots] / counts[:, :slots, None].clamp(min=1)
-
-
-def ctc_alignment(logprobs: np.ndarray, ids: list[int], blank: int) -> np.ndarray | None:
-    """The most likely CTC path of the token sequence `ids` through `[T, V]` log-probabilities (Viterbi).
-
-    Returns the index into `ids` each frame emits (-1 for blank), or None when no path fits the frames.
-    With it, `compress_runs` gives token k the audio of the frames that spoke it, whatever decoded `ids`.
-    """
-    frames = logprobs.shape[0]
-    labels = np.full(2 * len(ids) + 1, blank, dtype=np.int64)
-    labels[1::2] = ids
-    states = len(labels)
-    # A state may skip the blank before it when its label differs from the one two states back.
-    skip = np.zeros(states, dtype=bool)
-    skip[3::2] = labels[3::2] != labels[1:-2:2]
-    score = np.full(states, -np.inf)
-    score[:2] = logprobs[0, labels[:2]]
-    back = np.zeros((frames, states), dtype=np.int8)  # 0: stay, 1: from s-1, 2: from s-2
-    for t in range(1, frames):
-        options = np.full((3, states), -np.inf)
-        options[0] = score
-        options[1, 1:] = score[:-1]
-        options[2, 2:] = np.where(skip[2:], score[:-2], -np.inf)
-        back[t] = options.argmax(axis=0)
-        score = options.max(axis=0) + logprobs[t, labels]
-    end = states - 1 if states == 1 or score[-1] >= score[-2] else states - 2
-    if not np.isfinite(score[end]):
-        return None
-    path = np.empty(frames, dtype=np.int64)
-    for t in range(frames - 1, -1, -1):
-        path[t] = end
-        end -= int(back[t, end])  # a Python int: int8 arithmetic would wrap past 127 states
-    return np.where(path % 2 == 1, path // 2, -1)
 
 
 def prompt_audio(projected: torch.Tensor, lm_head: torch.nn.Module, blank: int) -> torch.Tensor:

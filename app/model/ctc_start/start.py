@@ -13,7 +13,8 @@ from transformers import DiffusionGemmaForBlockDiffusion, PreTrainedTokenizerBas
 
 from app.languages import SPACELESS_LANGUAGES
 from app.model.backbone import Prefill, prefill, prompt_embeddings, softcap
-from app.model.ctc_start.compression import compress_runs, ctc_alignment, ctc_canvas, ctc_compress, prompt_audio
+from app.model.alignment import ctc_alignment
+from app.model.ctc_start.compression import compress_runs, ctc_canvas, ctc_compress, prompt_audio
 from app.model.ctc_start.config import CtcStartConfig
 from app.model.ctc_start.lexicon_search import Lexicon, LexiconBeamSearch
 from app.model.projector import audio_slots
