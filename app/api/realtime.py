@@ -8,7 +8,6 @@ OpenAI's `error` event shape; the session itself is `app/api/realtime_session.py
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,8 +19,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
 
 from app.api.auth import key_is_valid, presented_key
 from app.api.deps import Runtime
-from app.api.realtime_events import SessionConfig, error_event
-from app.api.realtime_session import ENCODING, RealtimeSession
+from app.api.realtime_events import SessionConfig
+from app.api.realtime_session import ENCODING, RealtimeSession, error_and_close
 from app.api.stream import _sessions, _splitter, new_frame_vad
 from app.api.stream_session import POLICY, TRY_LATER, Refused
 from app.audio.resample import SAMPLE_RATE
@@ -104,10 +103,9 @@ async def refuse(websocket: WebSocket, refusal: Refused, subprotocol: str | None
     """Accept (a refused handshake would hide the reason), send an `error` event, close with its code."""
     try:
         await websocket.accept(subprotocol=subprotocol)
-        await websocket.send_text(json.dumps(error_event(refusal.code, refusal.message)))
-        await websocket.close(refusal.close_code, refusal.code)
     except (WebSocketDisconnect, WebSocketDisconnected, OSError, RuntimeError):
-        pass  # the client is gone: nothing left to tell it
+        return  # the client is gone: nothing left to tell it
+    await error_and_close(websocket, refusal.code, refusal.message, refusal.close_code)
 
 
 @contextmanager

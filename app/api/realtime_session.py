@@ -23,14 +23,15 @@ from typing import Any
 
 import numpy as np
 from fastapi import WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
 
 from app.api.deps import Runtime
-from app.api.errors import from_engine_error
+from app.api.errors import INVALID_REQUEST, SERVER_ERROR, from_engine_error
 from app.api.realtime_events import (
     BadEvent, SessionConfig, apply_update, error_event, event, milliseconds, new_id, parse_session_update,
     session_object,
 )
-from app.api.stream_session import NORMAL, ClientGone, Close, StreamParams, StreamSession
+from app.api.stream_session import INTERNAL, NORMAL, ClientGone, Close, StreamParams, StreamSession
 from app.audio.resample import SAMPLE_RATE
 from app.audio.segmenter import Cut
 from app.audio.stream_buffer import Segment, SpanSplitter, StreamBuffer
@@ -259,3 +260,16 @@ class RealtimeSession(StreamSession):
 
     def _error(self, code: str, message: str, **extra: Any) -> None:
         self._send(error_event(code, message))
+
+    async def _abort(self) -> None:
+        await error_and_close(self.ws, "internal_error", "Internal server error.", INTERNAL, error_type=SERVER_ERROR)
+
+
+async def error_and_close(websocket: WebSocket, code: str, message: str, close_code: int,
+                          error_type: str = INVALID_REQUEST) -> None:
+    """Send one `error` event and close with `close_code` (the socket must be accepted)."""
+    try:
+        await websocket.send_text(json.dumps(error_event(code, message, error_type=error_type)))
+        await websocket.close(close_code, code)
+    except (WebSocketDisconnect, WebSocketDisconnected, OSError, RuntimeError):
+        pass  # the client is gone or the socket already closing: nothing left to tell it

@@ -238,3 +238,46 @@ def test_keys_by_header_subprotocol_or_query_and_refusals():
                               (f"{URL}&model=gpt-4o-transcribe&api_key={KEY}", "model_not_found")):
             error, code = refused(client, url)
             assert error["error"]["code"] == expected and code == 1008
+
+
+def closing(ws) -> tuple[list[dict], int, str]:
+    """Every event until the server closes; returns (events, close code, reason)."""
+    events = []
+    while True:
+        message = ws.receive()
+        if message["type"] == "websocket.close":
+            return events, message["code"], message.get("reason", "")
+        events.append(SERVER_EVENT.validate_json(message["text"]).model_dump())
+
+
+def test_an_internal_error_closes_1011_with_an_error_event(served):
+    client, engine = served
+    with client.websocket_connect(URL) as ws:
+        receive(ws)
+        append(ws, pcm([(True, 0.3)], 24000))
+        engine.fail = RuntimeError("boom")
+        try:
+            ws.send_json({"type": "input_audio_buffer.commit"})
+            events, code, _ = closing(ws)
+        finally:
+            engine.fail = None
+    assert code == 1011 and events[-1]["error"]["code"] == "internal_error"
+    assert events[-1]["error"]["type"] == "server_error"
+
+
+def test_limits_complete_committed_items_drop_the_rest_and_close_1000():
+    client, _ = make_client(stream_idle_timeout_s=0.5, stream_max_session_s=2.0)
+    with client:
+        with client.websocket_connect(URL) as ws:
+            receive(ws)
+            append(ws, pcm([(True, 0.5), (False, 0.7), (True, 0.3)], 24000))  # the second utterance never ends
+            events, code, reason = closing(ws)
+        assert (code, reason) == (1000, "idle timeout")
+        assert [e["type"] for e in events].count("conversation.item.input_audio_transcription.completed") == 1
+        with client.websocket_connect(URL) as ws:
+            receive(ws)
+            append(ws, pcm([(True, 0.5), (False, 2.0)], 24000))
+            events, code, reason = closing(ws)
+        assert (code, reason) == (1000, "session audio limit reached")
+        assert [e["error"]["code"] for e in events if e["type"] == "error"] == ["session_audio_limit"]
+        assert [e["type"] for e in events].count("conversation.item.input_audio_transcription.completed") == 1
