@@ -238,6 +238,9 @@ def test_keys_by_header_subprotocol_or_query_and_refusals():
                               (f"{URL}&model=gpt-4o-transcribe&api_key={KEY}", "model_not_found")):
             error, code = refused(client, url)
             assert error["error"]["code"] == expected and code == 1008
+        metrics = client.get("/metrics").text
+        assert "asr_active_streams 0.0" in metrics  # every session, refused or served, gave its place back
+        assert 'asr_rejected_total{reason="streams_full"} 1.0' in metrics
 
 
 def closing(ws) -> tuple[list[dict], int, str]:
