@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.api.errors import INVALID_REQUEST
+from app.audio.g711 import RATE as G711_RATE
 
 DEFAULT_RATE = 24000
 """OpenAI's only PCM rate; other rates are this server's extension (the audio is resampled to 16 kHz)."""
 MIN_RATE, MAX_RATE = 8000, 96000
 LOGPROBS = "item.input_audio_transcription.logprobs"
+PCM = "audio/pcm"
+G711_LAWS = {"audio/pcmu": "ulaw", "audio/pcma": "alaw"}
+"""OpenAI's G.711 formats (8 kHz telephone audio, one byte per sample) and their law."""
 
 
 def new_id(prefix: str) -> str:
@@ -34,8 +38,15 @@ class _Strict(BaseModel):
 
 
 class PcmFormat(_Strict):
-    type: Literal["audio/pcm"] = "audio/pcm"
+    type: Literal["audio/pcm"] = PCM
     rate: int = Field(DEFAULT_RATE, ge=MIN_RATE, le=MAX_RATE)
+
+
+class G711Format(_Strict):
+    type: Literal["audio/pcmu", "audio/pcma"]
+
+
+AudioFormat = Annotated[PcmFormat | G711Format, Field(discriminator="type")]
 
 
 class ServerVad(_Strict):
@@ -61,7 +72,7 @@ class NoiseReduction(_Strict):
 
 
 class InputConfig(_Strict):
-    format: PcmFormat | None = None
+    format: AudioFormat | None = None
     transcription: TranscriptionConfig | None = None
     turn_detection: ServerVad | None = None
     noise_reduction: NoiseReduction | None = None  # accepted; the effective setting is always off (null)
@@ -91,7 +102,8 @@ def parse_session_update(session: Any) -> SessionUpdate:
         return SessionUpdate.model_validate(session)
     except ValidationError as exc:
         error = exc.errors()[0]
-        param = ".".join(["session", *(str(p) for p in error.get("loc", ()))])
+        # A discriminated union puts the tag it chose into the path (`format.audio/pcm.rate`): leave it out.
+        param = ".".join(["session", *(str(p) for p in error.get("loc", ()) if p not in (PCM, *G711_LAWS))])
         kind = error.get("type", "")
         if kind == "extra_forbidden":
             raise BadEvent("unknown_parameter", f"Unknown or unsupported parameter: '{param}'.", param) from None
@@ -118,6 +130,7 @@ class SessionConfig:
     """What a transcription session does now; `vad` None means manual commits (`turn_detection: null`)."""
 
     model: str
+    encoding: str = PCM  # audio/pcm (PCM16), audio/pcmu or audio/pcma
     rate: int = DEFAULT_RATE
     vad: Vad | None = Vad()
     language: str | None = None
@@ -126,7 +139,7 @@ class SessionConfig:
 
     def shapes_audio(self, other: SessionConfig) -> bool:
         """Whether going from `self` to `other` changes how incoming audio is buffered and cut."""
-        return (self.rate, self.vad) != (other.rate, other.vad)
+        return (self.encoding, self.rate, self.vad) != (other.encoding, other.rate, other.vad)
 
 
 def apply_update(config: SessionConfig, update: SessionUpdate) -> SessionConfig:
@@ -138,7 +151,9 @@ def apply_update(config: SessionConfig, update: SessionUpdate) -> SessionConfig:
     if given is None:
         return replace(config, **changes)
     if "format" in given.model_fields_set:
-        changes["rate"] = (given.format or PcmFormat()).rate
+        audio_format = given.format or PcmFormat()
+        changes["encoding"] = audio_format.type
+        changes["rate"] = audio_format.rate if isinstance(audio_format, PcmFormat) else G711_RATE
     if "turn_detection" in given.model_fields_set:
         vad = given.turn_detection
         changes["vad"] = None if vad is None else Vad(vad.threshold, vad.prefix_padding_ms, vad.silence_duration_ms)
@@ -158,7 +173,7 @@ def session_object(session_id: str, config: SessionConfig) -> dict[str, Any]:
     return {
         "type": "transcription", "object": "realtime.transcription_session", "id": session_id,
         "audio": {"input": {
-            "format": {"type": "audio/pcm", "rate": config.rate},
+            "format": {"type": PCM, "rate": config.rate} if config.encoding == PCM else {"type": config.encoding},
             "transcription": {"model": config.model, "language": config.language, "prompt": config.prompt},
             "turn_detection": vad,
             "noise_reduction": None,

@@ -28,11 +28,12 @@ from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
 from app.api.deps import Runtime
 from app.api.errors import INVALID_REQUEST, SERVER_ERROR, from_engine_error
 from app.api.realtime_events import (
-    BadEvent, SessionConfig, apply_update, error_event, event, milliseconds, new_id, parse_session_update,
-    session_object,
+    G711_LAWS, BadEvent, SessionConfig, apply_update, error_event, event, milliseconds, new_id,
+    parse_session_update, session_object,
 )
 from app.api.stream_session import INTERNAL, NORMAL, ClientGone, Close, StreamParams, StreamSession
 from app.audio.resample import SAMPLE_RATE
+from app.audio.g711 import to_pcm16
 from app.audio.segmenter import Cut
 from app.audio.stream_buffer import Segment, SpanSplitter, StreamBuffer
 from app.engine.errors import EngineError
@@ -42,6 +43,7 @@ from app.results import DecodeOptions
 MIN_COMMIT_SAMPLES = SAMPLE_RATE // 10
 """OpenAI refuses to commit less than 100 ms of audio; so does this server."""
 ENCODING = "pcm_s16le"
+"""What the buffer reads: PCM16 as sent, or expanded from G.711."""
 
 BufferFactory = Callable[[SessionConfig], StreamBuffer]
 """Blocking: a fresh buffer for a configuration (run in a thread)."""
@@ -183,6 +185,8 @@ class RealtimeSession(StreamSession):
 
     async def _append(self, message: dict[str, Any]) -> None:
         data = decode_audio(message, self.settings.stream.max_frame_bytes)
+        if self.config.encoding in G711_LAWS:
+            data = to_pcm16(data, G711_LAWS[self.config.encoding])
         self._appended = True
         await self._audio(data)  # decode, resample, VAD cuts -> `_finalize`
         if self.config.vad is not None and self._item is None and self.buffer.segmenter.has_speech:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -141,6 +142,25 @@ def test_manual_commit_clear_and_options(served):
     assert second[-1]["transcript"] == "3200 samples seed 0"  # the cleared 0.4 s is in no item
 
 
+@pytest.mark.parametrize("kind, encode", [("audio/pcmu", "lin2ulaw"), ("audio/pcma", "lin2alaw")])
+def test_g711_telephone_audio_is_expanded_and_cut_by_the_vad(served, kind, encode):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop  # the standard library's encoder: an independent source of G.711 bytes
+    client, _ = served
+    with client.websocket_connect(URL) as ws:
+        receive(ws)
+        updated = update(ws, {"audio": {"input": {"format": {"type": kind}}}})
+        assert updated["session"]["audio"]["input"]["format"] == {"type": kind}
+        append(ws, getattr(audioop, encode)(pcm([(False, 0.3), (True, 1.0), (False, 1.0)], 8000), 2))
+        events = until(ws, "conversation.item.input_audio_transcription.completed")
+    started, stopped, completed = events[0], events[1], events[-1]
+    assert [started["type"], stopped["type"]] == ["input_audio_buffer.speech_started",
+                                                  "input_audio_buffer.speech_stopped"]
+    assert 1300 <= stopped["audio_end_ms"] < 1900  # speech ends at 1.3 s, the item 500 ms of silence later
+    assert completed["transcript"] == f"{(stopped['audio_end_ms'] - started['audio_start_ms']) * 16} samples seed 0"
+
+
 def test_a_long_manual_buffer_is_one_item(served):
     client, _ = served
     with client.websocket_connect(URL) as ws:
@@ -164,6 +184,10 @@ def test_a_long_manual_buffer_is_one_item(served):
      "session.voice"),
     ('{"type": "session.update", "session": {"type": "transcription", "audio": {"input": {"turn_detection": '
      '{"type": "semantic_vad"}}}}}', "invalid_value", "session.audio.input.turn_detection.type"),
+    ('{"type": "session.update", "session": {"type": "transcription", "audio": {"input": {"format": '
+     '{"type": "audio/ogg"}}}}}', "invalid_value", "session.audio.input.format"),
+    ('{"type": "session.update", "session": {"type": "transcription", "audio": {"input": {"format": '
+     '{"type": "audio/pcm", "rate": 4000}}}}}', "invalid_value", "session.audio.input.format.rate"),
     ('{"type": "session.update", "session": {"type": "transcription", "audio": {"input": {"transcription": '
      '{"language": "xx"}}}}}', "unsupported_language", "session.audio.input.transcription.language"),
     ('{"type": "session.update", "session": {"type": "transcription", "audio": {"input": {"transcription": '
