@@ -16,7 +16,7 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import health, http, models, stream
+from app.api import health, http, models, realtime, stream
 from app.api.deps import Runtime
 from app.api.errors import install_error_handlers
 from app.api.metrics import Metrics
@@ -156,6 +156,7 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(stream.router)
+    app.include_router(realtime.router)
     # Starlette wraps in reverse order: the access log is outermost, so it sees the body limit's 413s too.
     limit = int(settings.server.max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD_BYTES
     app.add_middleware(BodyLimitMiddleware, max_bytes=limit, limit_mb=settings.server.max_upload_mb)

@@ -21,6 +21,7 @@ from app.api.auth import is_authorized
 from app.api.deps import Runtime
 from app.api.stream_session import POLICY, TRY_LATER, Refused, StreamParams, StreamSession, error_and_close
 from app.audio.resample import SAMPLE_RATE
+from app.audio.segmenter import FrameVad
 from app.audio.stream_buffer import ENCODINGS, SileroFrameVad, SpanSplitter, StreamBuffer, new_stream_buffer
 from app.request_options import OptionError, RequestOptions, RequestResolver, parse_options
 
@@ -79,16 +80,21 @@ def _splitter(app: FastAPI, runtime: Runtime) -> SpanSplitter:
     return app.state.stream_splitter
 
 
-def _new_buffer(app: FastAPI, runtime: Runtime, params: StreamParams) -> StreamBuffer:
-    """Blocking (run it in a thread): the session's buffer with its own streaming VAD."""
+def new_frame_vad(app: FastAPI) -> FrameVad:
+    """Blocking (run it in a thread): a streaming VAD of a session's own (silero, copied from one template)."""
     factory = getattr(app.state, "stream_vad_factory", None)  # tests inject a deterministic one
     if factory is None:
         if getattr(app.state, "stream_vad_template", None) is None:
             app.state.stream_vad_template = SileroFrameVad.load_template()
         template = app.state.stream_vad_template
         factory = lambda: SileroFrameVad.from_template(template)  # noqa: E731
+    return factory()
+
+
+def _new_buffer(app: FastAPI, runtime: Runtime, params: StreamParams) -> StreamBuffer:
+    """Blocking (run it in a thread): the session's buffer with its own streaming VAD."""
     settings, window = runtime.settings.stream, runtime.engine.window_seconds
-    return new_stream_buffer(params.encoding, params.sample_rate, factory(), window,
+    return new_stream_buffer(params.encoding, params.sample_rate, new_frame_vad(app), window,
                              settings.endpoint_silence_ms / 1000.0, min(settings.max_silence_s, window))
 
 

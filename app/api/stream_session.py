@@ -95,8 +95,7 @@ class StreamSession:
         try:
             async with asyncio.TaskGroup() as group:
                 writer, sender = group.create_task(self._write()), group.create_task(self._send_finals())
-                self._send({"type": "ready", "session_id": self.id, "model": self.engine.model_name,
-                            "sample_rate": self.params.sample_rate})
+                self._send(self._greeting())
                 close = await self._receive()
                 # After the last frame the client may still hang up while its finals are computed.
                 watcher = group.create_task(self._watch_disconnect())
@@ -117,6 +116,11 @@ class StreamSession:
             for job in list(self._jobs):
                 job.cancel()  # the engine drops a cancelled job, queued or running
         return close
+
+    def _greeting(self) -> dict[str, Any]:
+        """The first message of a session."""
+        return {"type": "ready", "session_id": self.id, "model": self.engine.model_name,
+                "sample_rate": self.params.sample_rate}
 
     # ---- reading --------------------------------------------------------------------------------------------
 
