@@ -56,6 +56,7 @@ async function transcribe(blob, name) {
       else if (event.type === "transcript.text.delta") showStableText((stable += event.delta));
       else if (event.type === "transcript.text.done" || event.type === "final") {
         result = { ...result, ...event }; // either may carry the body's segments and timing
+        anneal.settle();
         showResult(result);
       }
       else if (event.type === "error") throw new Error(event.error ? event.error.message : "transcription failed");

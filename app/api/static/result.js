@@ -31,6 +31,15 @@ export class Anneal {
     item.dataset.step = step;
     item.textContent = text;
     $("drafts").append(item);
+    this.last = { step, of };
+  }
+
+  // The job is over: adaptive stopping may have ended it before its step budget.
+  settle() {
+    if (!this.last) return;
+    const { step, of } = this.last;
+    $("anneal-step").textContent = step < of ? `settled after ${step} of ${of} steps` : `all ${of} steps`;
+    $("anneal-progress").max = step;
   }
 }
 
