@@ -5,6 +5,7 @@ over the WebSocket to finals shown on the page exactly as the server sent them."
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 
@@ -52,13 +53,14 @@ def browser() -> Iterator:
         browser.close()
 
 
-def open_page(browser, server: ServerProcess, requests: list[str]):
-    """The page loaded with the key filled in; every URL it requests is appended to `requests`."""
+def open_page(browser, server: ServerProcess, requests: list[str] | None = None):
+    """The page loaded with the key filled in; every URL it requests is appended to `requests` if given."""
     # Playwright's waits evaluate script text, which the page's own CSP (no eval) would refuse.
     context = browser.new_context(bypass_csp=True)
     context.add_init_script(RECORD_ORDER)
     page = context.new_page()
-    page.on("request", lambda request: requests.append(request.url))
+    if requests is not None:
+        page.on("request", lambda request: requests.append(request.url))
     response = page.goto(f"{server.url}/")
     assert response.status == 200
     assert "default-src 'self'" in response.headers["content-security-policy"]
@@ -97,6 +99,35 @@ def test_uploaded_clip_anneals_through_drafts_to_the_plain_result(browser, keyed
     assert page.inner_text("#clip-status") == "done"
     assert page.locator("#error").is_hidden()
     assert requests and all(url.startswith(keyed_server.url) for url in requests)  # nothing from elsewhere
+    page.context.close()
+
+
+def test_recording_is_transcribed_whole(browser, keyed_server):
+    page = open_page(browser, keyed_server)
+    page.click("#record")
+    page.wait_for_function("Number(document.getElementById('clip-status').dataset.seconds) >= 2", timeout=WAIT_MS)
+    page.click("#record")
+    page.wait_for_selector("#result[data-state=done]", timeout=WAIT_MS)
+    recorded = float(page.get_attribute("#clip-status", "data-seconds"))
+    duration = float(re.search(r"([0-9.]+) s of audio", page.inner_text("#result-meta")).group(1))
+    assert duration == pytest.approx(recorded, abs=0.006)  # the server decoded every recorded sample (2 decimals)
+    assert page.locator("#drafts li").count() >= 2
+    assert page.inner_text("#clip-status") == "done"
+    page.context.close()
+
+
+def test_refused_upload_shows_the_server_error(browser, keyed_server):
+    page = open_page(browser, keyed_server)
+    page.fill("#api-key", "not-a-key")
+    page.set_input_files("#file", str(CLIP))
+    page.click("#transcribe")
+    page.wait_for_selector("#clip-status:text-is('failed')", timeout=WAIT_MS)
+    expected = httpx.post(f"{keyed_server.url}/v1/audio/transcriptions", headers={"Authorization": "Bearer not-a-key"},
+                          files={"file": (CLIP.name, CLIP.read_bytes())}, timeout=60)
+    assert expected.status_code == 401
+    assert page.inner_text("#error") == expected.json()["error"]["message"]
+    assert page.get_attribute("#result", "data-state") == "empty"
+    assert not page.locator("#transcribe").is_disabled()  # the page is usable again
     page.context.close()
 
 

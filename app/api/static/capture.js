@@ -22,13 +22,16 @@ export class Microphone {
     const mute = this.context.createGain();
     mute.gain.value = 0;
     source.connect(node).connect(mute).connect(this.context.destination);
-    return this.context.sampleRate;
+    this.sampleRate = this.context.sampleRate;
+    return this.sampleRate;
   }
 
+  // Release the device; safe to call again while a first call is still closing the context.
   async stop() {
-    if (this.stream) this.stream.getTracks().forEach((track) => track.stop());
-    if (this.context) await this.context.close();
+    const { stream, context } = this;
     this.stream = this.context = undefined;
+    if (stream) stream.getTracks().forEach((track) => track.stop());
+    if (context) await context.close();
   }
 }
 

@@ -42,6 +42,7 @@ async function transcribe(blob, name) {
   const anneal = new Anneal();
   const opts = options();
   $("clip-status").textContent = "uploading";
+  $("transcribe").disabled = $("record").disabled = true; // one clip at a time
   let stable = "";
   let result = {};
   try {
@@ -52,19 +53,26 @@ async function transcribe(blob, name) {
     if (!response.ok) throw new Error(await errorMessage(response));
     $("clip-status").textContent = "annealing";
     for await (const event of readEvents(response)) {
-      if (event.type === "draft") anneal.show(event);
-      else if (event.type === "transcript.text.delta") showStableText((stable += event.delta));
-      else if (event.type === "transcript.text.done" || event.type === "final") {
+      if (event.type === "draft") {
+        anneal.show(event);
+      } else if (event.type === "transcript.text.delta") {
+        showStableText((stable += event.delta));
+      } else if (event.type === "transcript.text.done" || event.type === "final") {
         result = { ...result, ...event }; // either may carry the body's segments and timing
         anneal.settle();
         showResult(result);
+      } else if (event.type === "error") {
+        throw new Error(event.error ? event.error.message : "transcription failed");
       }
-      else if (event.type === "error") throw new Error(event.error ? event.error.message : "transcription failed");
     }
+    if (!("text" in result)) throw new Error("the stream ended without a result");
     $("clip-status").textContent = "done";
   } catch (err) {
     showError(err.message);
     $("clip-status").textContent = "failed";
+  } finally {
+    $("transcribe").disabled = !$("file").files.length;
+    $("record").disabled = false;
   }
 }
 
@@ -73,7 +81,14 @@ let recording = null;
 async function toggleRecording() {
   if (!recording) {
     const blocks = [];
-    const microphone = new Microphone((block) => blocks.push(block));
+    let samples = 0;
+    const microphone = new Microphone((block) => {
+      blocks.push(block);
+      samples += block.length;
+      const seconds = samples / microphone.sampleRate;
+      $("clip-status").dataset.seconds = seconds.toFixed(3);
+      $("clip-status").textContent = `recording ${seconds.toFixed(1)} s`;
+    });
     try {
       const sampleRate = await microphone.start();
       recording = { microphone, blocks, sampleRate };
