@@ -122,8 +122,9 @@ def test_refused_upload_shows_the_server_error(browser, keyed_server):
     page.set_input_files("#file", str(CLIP))
     page.click("#transcribe")
     page.wait_for_selector("#clip-status:text-is('failed')", timeout=WAIT_MS)
-    expected = httpx.post(f"{keyed_server.url}/v1/audio/transcriptions", headers={"Authorization": "Bearer not-a-key"},
-                          files={"file": (CLIP.name, CLIP.read_bytes())}, timeout=60)
+    expected = httpx.post(f"{keyed_server.url}/v1/audio/transcriptions", timeout=60,
+                          headers={"Authorization": "Bearer not-a-key"},
+                          files={"file": (CLIP.name, CLIP.read_bytes())})
     assert expected.status_code == 401
     assert page.inner_text("#error") == expected.json()["error"]["message"]
     assert page.get_attribute("#result", "data-state") == "empty"
