@@ -29,10 +29,12 @@ document.addEventListener("DOMContentLoaded", () => {
   new MutationObserver((records) => {
     for (const r of records) {
       if (r.type === "childList" && r.target.id === "drafts") r.addedNodes.forEach(() => window.__order.push("draft"));
-      if (r.type === "attributes" && r.target.id === "result" && r.target.dataset.state === "done")
-        window.__order.push("final");
+      if (r.type === "attributes" && r.target.id === "result" && r.target.dataset.state === "done" &&
+          r.oldValue !== "done") window.__order.push("final");
     }
-  }).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ["data-state"] });
+  }).observe(document.body, {
+    subtree: true, childList: true, attributes: true, attributeOldValue: true, attributeFilter: ["data-state"],
+  });
 });
 """
 
