@@ -165,3 +165,36 @@ def test_fake_microphone_streams_to_finals_shown_as_sent(browser, keyed_server):
     assert all(url.startswith(keyed_server.url.replace("http", "ws", 1)) or url.startswith(keyed_server.url)
                for url in requests)
     page.context.close()
+
+
+def sse_body(*events: dict) -> str:
+    return "".join(f"data: {json.dumps(e)}\r\n\r\n" for e in events) + "data: [DONE]\r\n\r\n"
+
+
+def test_page_reads_openai_delta_and_done_events_beside_drafts(browser, keyed_server):
+    # OpenAI's streamed-transcription events (delta, done) with the per-step drafts beside them, the json body's
+    # fields carried by the done event: the page needs no `final` event.
+    steps = [{"step": n, "ms": 2.0 * n, "accepted": 3, "mean_entropy": 0.5} for n in (1, 2)]
+    body = sse_body(
+        {"type": "draft", "step": 1, "of": 2, "text": "ab cd"},
+        {"type": "transcript.text.delta", "delta": "ab "},
+        {"type": "draft", "step": 2, "of": 2, "text": "ab ce"},
+        {"type": "transcript.text.delta", "delta": "ce"},
+        {"type": "transcript.text.done", "text": "ab ce", "language": "fr", "duration": 1.5, "model": "m",
+         "segments": [{"id": 0, "start": 0.0, "end": 1.5, "text": "ab ce", "language": "fr"}],
+         "timing": {"total_ms": 9.0, "steps": steps}},
+    )
+    page = open_page(browser, keyed_server)
+    page.route("**/v1/audio/transcriptions", lambda route: route.fulfill(
+        status=200, headers={"Content-Type": "text/event-stream"}, body=body))
+    page.set_input_files("#file", str(CLIP))
+    page.click("#transcribe")
+    page.wait_for_selector("#clip-status:text-is('done')", timeout=WAIT_MS)
+    assert page.evaluate("window.__order") == ["draft", "draft", "final"]
+    assert page.text_content("#result-text") == "ab ce"
+    assert page.locator("#anneal .changed").all_text_contents() == ["ce"]  # the word the last step changed
+    assert "language fr" in page.inner_text("#result-meta")
+    assert page.locator("#segments tbody tr").count() == 1
+    assert page.locator("#timing-chart rect").count() == 2
+    assert page.inner_text("#anneal-step") == "all 2 steps"
+    page.context.close()
