@@ -18,6 +18,7 @@ export class Microphone {
       numberOfInputs: 1, numberOfOutputs: 1, channelCount: 1, channelCountMode: "explicit",
     });
     node.port.onmessage = (event) => this.onSamples(event.data);
+    this.node = node;
     // A silent path to the destination keeps the graph pulled (nothing is played back).
     const mute = this.context.createGain();
     mute.gain.value = 0;
@@ -28,8 +29,10 @@ export class Microphone {
 
   // Release the device; safe to call again while a first call is still closing the context.
   async stop() {
-    const { stream, context } = this;
-    this.stream = this.context = undefined;
+    const { stream, context, node } = this;
+    this.stream = this.context = this.node = undefined;
+    // No block reaches onSamples after stop() begins (blocks already posted would otherwise still arrive).
+    if (node) node.port.onmessage = null;
     if (stream) stream.getTracks().forEach((track) => track.stop());
     if (context) await context.close();
   }
