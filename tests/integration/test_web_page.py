@@ -152,9 +152,12 @@ def test_fake_microphone_streams_to_finals_shown_as_sent(browser, page_server):
     page = open_page(browser, page_server, requests)
     finals: list[dict] = []
 
+    frame_bytes: list[int] = []
+
     def watch(ws) -> None:
         ws.on("framereceived", lambda payload: finals.extend(
             m for m in [json.loads(payload)] if isinstance(payload, str) and m["type"] == "final"))
+        ws.on("framesent", lambda payload: frame_bytes.extend([len(payload)] if isinstance(payload, bytes) else []))
 
     page.on("websocket", watch)
     page.click("#live-start")
@@ -174,6 +177,10 @@ def test_fake_microphone_streams_to_finals_shown_as_sent(browser, page_server):
     assert finals[0]["start"] == 0.0
     assert all(a["end"] == b["start"] for a, b in zip(finals, finals[1:]))
     assert finals[-1]["end"] == pytest.approx(sent, abs=0.02)
+    # f32le in frames of about 20 ms, never larger, however long the audio waited for `ready`.
+    rate = int(page.get_attribute("#live-sent", "data-sample-rate"))
+    assert frame_bytes and max(frame_bytes) <= 4 * round(rate / 50)
+    assert sum(frame_bytes) / 4 / rate == pytest.approx(sent, abs=0.001)
     assert page.locator("#error").is_hidden()
     assert all(url.startswith(page_server.url.replace("http", "ws", 1)) or url.startswith(page_server.url)
                for url in requests)

@@ -35,6 +35,7 @@ export class LiveSession {
     this.status("starting");
     this.sampleRate = await this.microphone.start();
     this.frameSamples = Math.round(this.sampleRate / FRAMES_PER_SECOND);
+    $("live-sent").dataset.sampleRate = this.sampleRate;
     this.socket = new WebSocket(streamUrl(this.sampleRate, this.options));
     this.socket.binaryType = "arraybuffer";
     this.socket.onmessage = (event) => this.receive(JSON.parse(event.data));
@@ -48,6 +49,8 @@ export class LiveSession {
     if (this.socket.readyState === WebSocket.OPEN) {
       this.send(true);
       this.socket.send(JSON.stringify({ type: "end" }));
+    } else {
+      this.socket.close(); // still connecting: nothing was sent, so there is nothing to finalize
     }
   }
 
@@ -58,13 +61,21 @@ export class LiveSession {
     if (this.ready) this.send(false);
   }
 
+  // Sends whole ~20 ms frames (and, when `everything`, the short rest), however much audio is waiting: the
+  // server refuses frames over ASR_STREAM_MAX_FRAME_BYTES, and audio held until `ready` can be seconds long.
   send(everything) {
-    if (this.pending === 0 || (!everything && this.pending < this.frameSamples)) return;
-    const frame = concatBlocks(this.blocks);
-    this.blocks = [];
-    this.pending = 0;
-    this.socket.send(frame.buffer);
-    this.sent += frame.length;
+    if (this.pending === 0) return;
+    const audio = concatBlocks(this.blocks);
+    let offset = 0;
+    while (audio.length - offset >= this.frameSamples || (everything && offset < audio.length)) {
+      const frame = audio.slice(offset, offset + this.frameSamples);
+      this.socket.send(frame.buffer);
+      offset += frame.length;
+    }
+    const rest = audio.slice(offset);
+    this.blocks = rest.length ? [rest] : [];
+    this.pending = rest.length;
+    this.sent += offset;
     const seconds = this.sent / this.sampleRate;
     $("live-sent").dataset.seconds = seconds.toFixed(3);
     $("live-sent").textContent = `${seconds.toFixed(1)} s sent`;
