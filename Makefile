@@ -6,10 +6,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test system-deps venv clean
 
-# espeak-ng synthesises the test and training speech; ffmpeg is handy for manual checks.
+# espeak-ng synthesises the test and training speech; ffmpeg is handy for manual checks; chromium runs the
+# web page's tests (driven by the `playwright` package, which downloads no browser of its own); prometheus
+# (with promtool) scrapes the real service in a test and checks deploy/prometheus.
+SYSTEM_PACKAGES := espeak-ng:espeak-ng chromium:chromium prometheus:prometheus promtool:prometheus
+
 system-deps:
-	@if ! command -v espeak-ng >/dev/null 2>&1; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml requirements/whisper-base.txt

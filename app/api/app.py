@@ -21,6 +21,7 @@ from app.api.deps import Runtime
 from app.api.errors import install_error_handlers
 from app.api.metrics import Metrics
 from app.api.middleware import AccessLogMiddleware, BodyLimitMiddleware
+from app.api.page import install_page
 from app.audio.decode import SAMPLE_RATE
 from app.audio.vad import SpeechSpanSource, split_audio
 from app.config import Settings
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
     app.include_router(health.router)
     app.include_router(stream.router)
     app.include_router(realtime.router)
+    install_page(app)
     # Starlette wraps in reverse order: the access log is outermost, so it sees the body limit's 413s too.
     limit = int(settings.server.max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD_BYTES
     app.add_middleware(BodyLimitMiddleware, max_bytes=limit, limit_mb=settings.server.max_upload_mb)
