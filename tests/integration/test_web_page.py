@@ -192,8 +192,8 @@ def sse_body(*events: dict) -> str:
 
 
 def test_page_reads_openai_delta_and_done_events_beside_drafts(browser, page_server):
-    # The stream the server sends with stream_drafts=true, served by the test: the json body's
-    # fields carried by the done event: the page needs no `final` event.
+    # A stream shaped as the server sends it with stream_drafts=true (drafts beside OpenAI's delta and done),
+    # served by the test so the changed word is known: the done event alone carries the result.
     steps = [{"step": n, "ms": 2.0 * n, "accepted": 3, "mean_entropy": 0.5} for n in (1, 2)]
     body = sse_body(
         {"type": "transcript.text.draft", "step": 1, "of": 2, "text": "ab cd"},
