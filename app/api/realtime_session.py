@@ -37,6 +37,7 @@ from app.audio.g711 import to_pcm16
 from app.audio.segmenter import Cut
 from app.audio.stream_buffer import Segment, SpanSplitter, StreamBuffer
 from app.engine.errors import EngineError
+from app.formats import all_logprobs, logprobs_list
 from app.request_options import OptionError, RequestOptions, RequestResolver, parse_options
 from app.results import DecodeOptions
 
@@ -164,10 +165,6 @@ class RealtimeSession(StreamSession):
 
     async def _update(self, message: dict[str, Any]) -> None:
         update = parse_session_update(message.get("session"))
-        if update.include:
-            # The engine's results carry no token log-probabilities yet.
-            raise BadEvent("unsupported_parameter", "Log-probabilities are not available from this server.",
-                           "session.include")
         given = update.audio.input.transcription if update.audio and update.audio.input else None
         if given is not None and given.model not in (None, self.engine.model_name):
             raise BadEvent("model_not_found", f"The model {given.model!r} does not exist; this server serves "
@@ -252,11 +249,13 @@ class RealtimeSession(StreamSession):
                                  content_index=0, error={"type": failure.type, "code": failure.code,
                                                         "message": failure.message, "param": None}))
                 continue
+            # The final step's token log-probabilities, the same numbers an upload's include[]=logprobs returns.
+            extra = {"logprobs": logprobs_list(all_logprobs(result))} if self.config.logprobs else {}
             if result.text:
                 self._send(event("conversation.item.input_audio_transcription.delta", item_id=item,
-                                 content_index=0, delta=result.text))
+                                 content_index=0, delta=result.text, **extra))
             self._send(event("conversation.item.input_audio_transcription.completed", item_id=item,
-                             content_index=0, transcript=result.text,
+                             content_index=0, transcript=result.text, **extra,
                              usage={"type": "duration", "seconds": segment.samples.shape[0] / SAMPLE_RATE}))
             self.finals_sent += 1
 

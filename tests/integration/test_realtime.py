@@ -40,11 +40,15 @@ def wav_f32(samples: np.ndarray, rate: int = 16000) -> bytes:
             + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data)
 
 
-def http_text(server: ServerProcess, samples: np.ndarray) -> str:
+def http_body(server: ServerProcess, samples: np.ndarray, **form: str) -> dict:
     response = httpx.post(f"{server.url}/v1/audio/transcriptions", files={"file": ("span.wav", wav_f32(samples))},
-                          headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
+                          data=form, headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
     assert response.status_code == 200, response.text
-    return response.json()["text"]
+    return response.json()
+
+
+def http_text(server: ServerProcess, samples: np.ndarray) -> str:
+    return http_body(server, samples)["text"]
 
 
 def pcm16_at_24k(path) -> np.ndarray:
@@ -133,7 +137,8 @@ def test_manual_commit_at_16khz_bad_events_and_the_session_goes_on(keyed_server)
         async with client(keyed_server).realtime.connect(extra_query=INTENT) as conn:
             await next_event(conn)
             await conn.session.update(session={"type": "transcription", "audio": {"input": {
-                "format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}}})
+                "format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}},
+                "include": ["item.input_audio_transcription.logprobs"]})
             updated = await next_event(conn)
             assert updated["session"]["audio"]["input"]["turn_detection"] is None
             await conn.input_audio_buffer.commit(event_id="evt_1")  # nothing appended yet
@@ -154,7 +159,9 @@ def test_manual_commit_at_16khz_bad_events_and_the_session_goes_on(keyed_server)
     assert errors[0]["error"]["event_id"] == "evt_1"
     assert item[0]["type"] == "input_audio_buffer.committed"
     assert item[-1]["usage"]["seconds"] == clip.shape[0] / 16000
-    assert item[-1]["transcript"] == http_text(keyed_server, clip.astype(np.float32) / 32768)
+    upload = http_body(keyed_server, clip.astype(np.float32) / 32768, **{"include[]": "logprobs"})
+    assert item[-1]["transcript"] == upload["text"]
+    assert upload["logprobs"] and item[-1]["logprobs"] == upload["logprobs"]  # the final step's numbers, as uploaded
 
 
 def test_keys_by_bearer_or_browser_subprotocol_and_refusals(keyed_server):
