@@ -1,4 +1,4 @@
-"""`diffusion-asr serve | transcribe | stream | bench | bench-steps | make-checkpoint | train | eval`."""
+"""`diffusion-asr serve | transcribe | stream | bench | bench-steps | bench-vocab | make-checkpoint | train | eval`."""
 
 from __future__ import annotations
 
@@ -95,6 +95,15 @@ def _cmd_bench_sampling(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_vocab(args: argparse.Namespace) -> int:
+    from app.bench.vocab import run_vocab_benchmark
+
+    rows = run_vocab_benchmark(args.vocab, args.canvas, args.batch, args.repeats, args.device, args.self_cond_dtype,
+                               args.slots)
+    print(json.dumps(rows, indent=2) if args.json else "\n".join(r["line"] for r in rows))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API under uvicorn until SIGTERM/SIGINT (bad settings: one line each, exit 2)."""
     from app.api.server import run_server
@@ -161,6 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="cpu")
     p.set_defaults(func=_cmd_bench_sampling)
+
+    p = sub.add_parser("bench-vocab", help="one step's vocabulary-sized work: separate operations vs the fused pass")
+    p.add_argument("--vocab", type=int, default=262_144)
+    p.add_argument("--canvas", type=int, default=256)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--slots", type=int, help="canvas slots per chunk (default: by the device's chunk bytes)")
+    p.add_argument("--self-cond-dtype", choices=("bfloat16", "float32"), default="bfloat16",
+                   help="dtype of the self-conditioning copy (the backbone's embedding dtype)")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_bench_vocab)
 
     p = sub.add_parser("serve", help="run the OpenAI-compatible HTTP API")
     _model_args(p)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 from transformers import DiffusionGemmaForBlockDiffusion, DynamicCache
-from transformers.models.diffusion_gemma.generation_diffusion_gemma import LinearTemperatureScheduleLogitsProcessor
 
 from app.model.backbone import Prefill
-from app.model.sampling import InverseCdfSampler, TokenSampler, entropy_bound_mask, token_entropy
+from app.model.sampling import InverseCdfSampler, TokenSampler, entropy_bound_mask
+from app.model.vocab_pass import VocabPass, fused_vocab_pass, separate_vocab_pass, step_temperature
 from app.results import StepStats
 
 DraftCallback = Callable[[int, int, torch.Tensor], None]
@@ -173,12 +173,18 @@ class DenoiseBatch:
         )
         self._cache = cache
 
-    def _temperature_scaled(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
-        """Apply the stock linear schedule with each row's own position in its own step budget."""
+    def _vocab_pass(self, logits: torch.Tensor, rows: list[_Row]) -> VocabPass:
+        """Temperature (the stock linear schedule, each row at its own place in its own step budget), softmax,
+        entropy, sampling, argmax and the self-conditioning copy: fused for the inverse-CDF sampler, one
+        full-size operation after another for samplers that need whole rows."""
         budgets = torch.tensor([r.job.steps for r in rows], device=self.device)[:, None, None]
         remaining = torch.tensor([r.remaining for r in rows], device=self.device)[:, None, None]
-        schedule = LinearTemperatureScheduleLogitsProcessor(self.params.t_min, self.params.t_max, budgets)
-        return schedule(None, logits, cur_step=remaining)
+        generators = [r.job.generator for r in rows]
+        if isinstance(self.sampler, InverseCdfSampler):
+            temperature = step_temperature(self.params.t_min, self.params.t_max, budgets, remaining)
+            return fused_vocab_pass(logits, temperature, self.sampler, generators, self.embed_dtype)
+        return separate_vocab_pass(logits, budgets, remaining, self.params.t_min, self.params.t_max, self.sampler,
+                                   generators, self.embed_dtype)
 
     @torch.no_grad()
     def step(self) -> list[tuple[Hashable, DenoiseResult]]:
@@ -201,15 +207,11 @@ class DenoiseBatch:
             decoder_attention_mask=self._mask,
             decoder_position_ids=self._positions,
         ).logits
-        scaled = self._temperature_scaled(logits, rows)
+        work = self._vocab_pass(logits, rows)
         del logits
-        probs = torch.softmax(scaled, dim=-1, dtype=torch.float32)
-        entropy = token_entropy(scaled, probs)
-        proposal = self.sampler.sample(probs, generators)
-        del probs
-        argmax = scaled.argmax(dim=-1)
-        accepted = entropy_bound_mask(entropy, self.params.entropy_bound)
-        kept = torch.where(accepted, proposal, self._canvas)
+        accepted = entropy_bound_mask(work.entropy, self.params.entropy_bound)
+        kept = torch.where(accepted, work.proposal, self._canvas)
+        argmax, entropy = work.argmax, work.entropy
         noise = torch.cat(
             [torch.randint(0, self.vocab_size, (1, self.canvas_length), generator=g, device=self.device)
              for g in generators]
@@ -220,7 +222,7 @@ class DenoiseBatch:
                 # A tag read before denoising stays: handed a misspelt transcript, the decoder would re-read the
                 # language from its text (English 76-78% right against 94-98% from the audio; `app.model.ctc_start`).
                 argmax[index, 0] = self._canvas[index, 0] = row.job.prefill.tag
-        self._self_cond = scaled.to(self.embed_dtype)
+        self._self_cond = work.self_cond
         self._has_self_cond = torch.ones(len(rows), dtype=torch.bool, device=self.device)
         mean_entropy = entropy.mean(dim=-1)
         confident = (mean_entropy < self.params.confidence_threshold).tolist()
