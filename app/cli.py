@@ -1,4 +1,4 @@
-"""`diffusion-asr serve | transcribe | stream | bench | bench-steps | bench-vocab | make-checkpoint | train | eval`."""
+"""`diffusion-asr serve | transcribe | stream | bench | bench-steps | bench-vocab | bench-engine | make-checkpoint | train | eval`."""
 
 from __future__ import annotations
 
@@ -104,6 +104,14 @@ def _cmd_bench_vocab(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_engine(args: argparse.Namespace) -> int:
+    from app.bench.engine import run_engine_benchmark
+
+    rows = run_engine_benchmark(args.preset, args.device, args.concurrency, args.seconds, args.steps)
+    print(json.dumps(rows, indent=2) if args.json else "\n".join(r["line"] for r in rows))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API under uvicorn until SIGTERM/SIGINT (bad settings: one line each, exit 2)."""
     from app.api.server import run_server
@@ -182,6 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="cpu")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench_vocab)
+
+    p = sub.add_parser("bench-engine", help="the engine end to end on N concurrent clips vs one at a time")
+    p.add_argument("--preset", default="tiny-random")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--seconds", type=float, default=30.0, help="length of each synthetic clip")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_bench_engine)
 
     p = sub.add_parser("serve", help="run the OpenAI-compatible HTTP API")
     _model_args(p)

@@ -7,10 +7,9 @@ import statistics
 import time
 
 import torch
-from transformers import DiffusionGemmaForBlockDiffusion
 
+from app.bench.random_model import random_backbone
 from app.checkpoint.loading import default_device, default_dtype
-from app.checkpoint.presets import PRESETS, backbone_config
 from app.model.backbone import prefill
 from app.model.denoiser import DenoiseBatch, DenoiseJob, SamplingParams
 
@@ -23,17 +22,6 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _model(preset: str, canvas: int, device: torch.device) -> DiffusionGemmaForBlockDiffusion:
-    dims = PRESETS[preset]
-    ids = {"pad": 0, "eos": 1, "bos": 2, "image": 5, "boi": 6, "eoi": 7}
-    torch.manual_seed(0)
-    config = backbone_config(dims, ids)
-    config.canvas_length = canvas
-    with torch.device(device):
-        model = DiffusionGemmaForBlockDiffusion(config)
-    return model.to(dtype=default_dtype(device)).eval()
-
-
 def run_step_benchmark(
     preset: str, batches: list[int], canvases: list[int], steps: int, repeats: int, device_name: str = "auto"
 ) -> list[dict]:
@@ -41,7 +29,7 @@ def run_step_benchmark(
     device = default_device() if device_name == "auto" else torch.device(device_name)
     rows = []
     for canvas in canvases:
-        model = _model(preset, canvas, device)
+        model = random_backbone(preset, canvas, device, default_dtype(device))
         vocab = model.config.text_config.vocab_size
         # A stopping threshold no random model reaches: every row runs exactly `steps` steps.
         params = SamplingParams(confidence_threshold=1e-12)
