@@ -82,7 +82,8 @@ def _cmd_make_checkpoint(args: argparse.Namespace) -> int:
 def _cmd_bench_steps(args: argparse.Namespace) -> int:
     from app.bench.steps import run_step_benchmark
 
-    rows = run_step_benchmark(args.preset, args.batch, args.canvas, args.steps, args.repeats, args.device)
+    rows = run_step_benchmark(args.preset, args.batch, args.canvas, args.steps, args.repeats, args.device,
+                              tuple(args.buckets), args.profile)
     print(json.dumps(rows, indent=2) if args.json else "\n".join(r["line"] for r in rows))
     return 0
 
@@ -107,7 +108,8 @@ def _cmd_bench_vocab(args: argparse.Namespace) -> int:
 def _cmd_bench_engine(args: argparse.Namespace) -> int:
     from app.bench.engine import run_engine_benchmark
 
-    rows = run_engine_benchmark(args.preset, args.device, args.concurrency, args.seconds, args.steps)
+    rows = run_engine_benchmark(args.preset, args.device, args.concurrency, args.seconds, args.steps,
+                                buckets=tuple(args.buckets))
     print(json.dumps(rows, indent=2) if args.json else "\n".join(r["line"] for r in rows))
     return 0
 
@@ -169,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--buckets", type=int, nargs="*", default=[], help="pad each step's batch to these sizes")
+    p.add_argument("--profile", type=int, nargs="?", const=15, default=0, metavar="N",
+                   help="also print the torch profiler's top N kernels of one pass (default N: 15)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench_steps)
 
@@ -197,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     p.add_argument("--seconds", type=float, default=30.0, help="length of each synthetic clip")
     p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--buckets", type=int, nargs="*", default=[], help="pad each step's batch to these sizes")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench_engine)
 

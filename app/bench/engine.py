@@ -159,7 +159,7 @@ def bench_concurrency(pipeline: AsrPipeline, device: torch.device, clips: int, s
 
 
 def run_engine_benchmark(preset: str, device_name: str, concurrency: list[int], seconds: float, steps: int,
-                         seed: int = 0) -> list[dict]:
+                         seed: int = 0, buckets: tuple[int, ...] = ()) -> list[dict]:
     """`bench_concurrency` for each level on one random-weight model of `preset` (bf16 on CUDA, fp32 on CPU)."""
     device = default_device() if device_name == "auto" else torch.device(device_name)
     dtype = default_dtype(device)
@@ -167,6 +167,7 @@ def run_engine_benchmark(preset: str, device_name: str, concurrency: list[int], 
     pipeline = random_pipeline(preset, device, dtype, seed)
     # A stopping threshold no entropy is below: every row runs its whole budget, so every run does the same work.
     pipeline.params = replace(pipeline.params, confidence_threshold=0.0)
+    pipeline.batch_buckets = buckets
     built_s = time.perf_counter() - started
     header = {"preset": preset, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
               "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),

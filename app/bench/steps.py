@@ -10,8 +10,8 @@ import torch
 
 from app.bench.random_model import random_backbone
 from app.checkpoint.loading import default_device, default_dtype
-from app.model.backbone import prefill
-from app.model.denoiser import DenoiseBatch, DenoiseJob, SamplingParams
+from app.model.backbone import Prefill, prefill
+from app.model.denoiser import DenoiseBatch, DenoiseJob, SamplingParams, bucket_size
 
 PROMPT_TOKENS = 200  # about the real prompt: 188 audio slots and a short instruction
 
@@ -22,10 +22,45 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _full_batch(model, cached: Prefill, params: SamplingParams, rows: int, steps: int,
+                buckets: tuple[int, ...]) -> DenoiseBatch:
+    batch = DenoiseBatch(model, params, buckets=buckets)
+    for row in range(rows):
+        batch.add(row, DenoiseJob(cached, steps, torch.Generator(device=cached.layers[0][0].device).manual_seed(row)))
+    return batch
+
+
+def _step_times(batch: DenoiseBatch, device: torch.device) -> list[float]:
+    """Milliseconds of each step until the batch is empty."""
+    stats = []
+    while len(batch):
+        _synchronize(device)
+        started = time.perf_counter()
+        batch.step()
+        _synchronize(device)
+        stats.append((time.perf_counter() - started) * 1000.0)
+    return stats
+
+
+def _profile(batch: DenoiseBatch, device: torch.device, top: int) -> str:
+    """The torch profiler's top `top` kernels (by self time on the device that ran them) over the batch's steps
+    after its first (which also builds the batch's cache)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    batch.step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        _step_times(batch, device)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=top)
+
+
 def run_step_benchmark(
-    preset: str, batches: list[int], canvases: list[int], steps: int, repeats: int, device_name: str = "auto"
+    preset: str, batches: list[int], canvases: list[int], steps: int, repeats: int, device_name: str = "auto",
+    buckets: tuple[int, ...] = (), profile_top: int = 0,
 ) -> list[dict]:
-    """Median step time per (batch, canvas); every row runs its full budget (no early stop)."""
+    """Median step time per (batch, canvas); every row runs its full budget (no early stop). With `buckets`, each
+    step's forward is padded to a bucket; with `profile_top`, one more pass runs under the torch profiler."""
     device = default_device() if device_name == "auto" else torch.device(device_name)
     rows = []
     for canvas in canvases:
@@ -39,26 +74,21 @@ def run_step_benchmark(
         for batch_size in batches:
             times: list[float] = []
             for repeat in range(repeats + 1):
-                batch = DenoiseBatch(model, params)
-                for row in range(batch_size):
-                    gen = torch.Generator(device=device).manual_seed(row)
-                    batch.add(row, DenoiseJob(cached, steps, gen))
-                stats = []
-                while len(batch):
-                    _synchronize(device)
-                    started = time.perf_counter()
-                    batch.step()
-                    _synchronize(device)
-                    stats.append((time.perf_counter() - started) * 1000.0)
+                stats = _step_times(_full_batch(model, cached, params, batch_size, steps, buckets), device)
                 if repeat:  # the first pass warms up allocators and kernels
                     times.extend(stats[1:])  # the first step of each pass also rebuilds the batch cache
             median = statistics.median(times)
+            forward = bucket_size(batch_size, tuple(sorted(buckets)))
+            line = (f"{preset} batch={batch_size:<3} canvas={canvas:<4} step={median:8.2f} ms "
+                    f"({median / batch_size:7.2f} ms/row)" + (f" forward rows={forward}" if buckets else ""))
+            if profile_top:
+                line += "\n" + _profile(_full_batch(model, cached, params, batch_size, steps, buckets), device,
+                                        profile_top)
             rows.append({
                 "preset": preset, "device": str(device), "cpu": platform.processor() or platform.machine(),
                 "threads": torch.get_num_threads(), "batch": batch_size, "canvas": canvas, "vocab": vocab,
-                "step_ms_median": round(median, 2), "per_row_ms": round(median / batch_size, 2),
-                "line": f"{preset} batch={batch_size:<3} canvas={canvas:<4} step={median:8.2f} ms "
-                        f"({median / batch_size:7.2f} ms/row)",
+                "forward_rows": forward, "step_ms_median": round(median, 2),
+                "per_row_ms": round(median / batch_size, 2), "line": line,
             })
     return rows
 

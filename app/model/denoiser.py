@@ -70,6 +70,17 @@ class _Row:
     max_batch: int = 0
 
 
+def bucket_size(rows: int, buckets: tuple[int, ...]) -> int:
+    """The smallest of the sorted `buckets` that holds `rows` rows; `rows` itself past the largest or without any."""
+    return next((b for b in buckets if b >= rows), rows)
+
+
+def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """`tensor` with its first row repeated up to `rows` rows (itself when it has that many)."""
+    extra = rows - tensor.shape[0]
+    return tensor if extra <= 0 else torch.cat([tensor, tensor[:1].expand(extra, *tensor.shape[1:])])
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -80,6 +91,11 @@ class DenoiseBatch:
 
     Rows are added with `add()` and removed with `remove()` only between steps. The shared KV cache is
     rebuilt (rows left-padded to the longest prompt) only when the set of rows changes.
+
+    With `buckets`, the decoder's forward always runs on a bucket's number of rows (the smallest bucket that holds
+    the batch; filler rows repeat the first row and their outputs are dropped), so a captured CUDA graph or a
+    compiled decoder meets a few fixed shapes instead of every batch size. Rows never see the filler: each row's
+    attention, routing and outputs are its own.
     """
 
     def __init__(
@@ -87,10 +103,12 @@ class DenoiseBatch:
         model: DiffusionGemmaForBlockDiffusion,
         params: SamplingParams,
         sampler: TokenSampler | None = None,
+        buckets: tuple[int, ...] = (),
     ) -> None:
         self.model = model
         self.params = params
         self.sampler = sampler or InverseCdfSampler()
+        self.buckets = tuple(sorted(buckets))
         self.canvas_length = model.config.canvas_length
         self.vocab_size = model.config.text_config.vocab_size
         self.device = model.lm_head.weight.device
@@ -151,9 +169,15 @@ class DenoiseBatch:
             self._self_cond = self._self_cond[keep] if keep else None
         self._cache = None
 
+    def forward_rows(self) -> int:
+        """Rows the decoder's forward runs on: the batch's, or its bucket's."""
+        return bucket_size(len(self._keys), self.buckets)
+
     def _rebuild(self) -> None:
-        """Left-pad every row's prompt cache to the longest and stack them into one batch cache."""
+        """Left-pad every row's prompt cache to the longest and stack them into one batch cache (with the bucket's
+        filler rows)."""
         prefills = [self._rows[k].job.prefill for k in self._keys]
+        prefills += prefills[:1] * (self.forward_rows() - len(prefills))
         longest = max(p.length for p in prefills)
         cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
         for index, layer in enumerate(cache.layers):
@@ -168,7 +192,8 @@ class DenoiseBatch:
         # keys already carry their rotary positions).
         self._positions = (starts[:, None] + torch.arange(self.canvas_length, device=self.device)).int()
         self._mask = self.model.model.decoder.create_diffusion_decoder_attention_mask(
-            config=self.model.config, inputs_embeds=self._canvas.unsqueeze(-1), cache=cache,
+            config=self.model.config, inputs_embeds=pad_rows(self._canvas, len(prefills)).unsqueeze(-1),
+            cache=cache,
             decoder_attention_mask=mask,
         )
         self._cache = cache
@@ -199,14 +224,15 @@ class DenoiseBatch:
         start = time.perf_counter()
 
         any_self_cond = bool(self._has_self_cond.any())
+        n = self.forward_rows()
         logits = self.model(
-            decoder_input_ids=self._canvas,
+            decoder_input_ids=pad_rows(self._canvas, n),
             cache=self._cache,
-            self_conditioning_logits=self._self_cond if any_self_cond else None,
-            self_conditioning_mask=self._has_self_cond if any_self_cond else None,
+            self_conditioning_logits=pad_rows(self._self_cond, n) if any_self_cond else None,
+            self_conditioning_mask=pad_rows(self._has_self_cond, n) if any_self_cond else None,
             decoder_attention_mask=self._mask,
             decoder_position_ids=self._positions,
-        ).logits
+        ).logits[: len(rows)]
         work = self._vocab_pass(logits, rows)
         del logits
         accepted = entropy_bound_mask(work.entropy, self.params.entropy_bound)

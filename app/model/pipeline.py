@@ -90,6 +90,8 @@ class AsrPipeline:
         self.prompts = PromptBuilder(self.tokenizer, config)
         self.transcripts = TranscriptDecoder(self.tokenizer, config)
         self.params = sampling_params(config)
+        # Batch sizes the decoder's forward is padded to (`DenoiseBatch`); none: every batch at its own size.
+        self.batch_buckets: tuple[int, ...] = ()
         self._vad: VoiceActivityDetector | None = None
 
     @property
@@ -166,7 +168,7 @@ class AsrPipeline:
 
     def new_batch(self) -> DenoiseBatch:
         """An empty batch that rows join and leave between steps."""
-        return DenoiseBatch(self.backbone, self.params, self.sampler)
+        return DenoiseBatch(self.backbone, self.params, self.sampler, self.batch_buckets)
 
     def release_memory(self) -> None:
         """Return cached device memory after an out-of-memory failure."""
