@@ -1,4 +1,4 @@
-"""`diffusion-asr serve | transcribe | stream | bench | bench-steps | bench-vocab | bench-engine | make-checkpoint | train | eval`."""
+"""`diffusion-asr serve | transcribe | stream | bench | bench-steps | bench-vocab | bench-prefill | bench-engine | make-checkpoint | train | eval`."""
 
 from __future__ import annotations
 
@@ -114,6 +114,14 @@ def _cmd_bench_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_prefill(args: argparse.Namespace) -> int:
+    from app.bench.steps import run_prefill_benchmark
+
+    rows = run_prefill_benchmark(args.preset, args.rows, args.repeats, args.device, args.prompt_tokens)
+    print(json.dumps(rows, indent=2) if args.json else "\n".join(r["line"] for r in rows))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API under uvicorn until SIGTERM/SIGINT (bad settings: one line each, exit 2)."""
     from app.api.server import run_server
@@ -195,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="cpu")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench_vocab)
+
+    p = sub.add_parser("bench-prefill", help="prefill of N prompts one at a time vs in one encoder pass")
+    p.add_argument("--preset", default="tiny-random")
+    p.add_argument("--rows", type=int, default=8)
+    p.add_argument("--prompt-tokens", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_bench_prefill)
 
     p = sub.add_parser("bench-engine", help="the engine end to end on N concurrent clips vs one at a time")
     p.add_argument("--preset", default="tiny-random")

@@ -10,7 +10,8 @@ import torch
 
 from app.bench.random_model import random_backbone
 from app.checkpoint.loading import default_device, default_dtype
-from app.model.backbone import Prefill, prefill
+from app.checkpoint.presets import PRESETS
+from app.model.backbone import Prefill, prefill, prefill_many
 from app.model.denoiser import DenoiseBatch, DenoiseJob, SamplingParams, bucket_size
 
 PROMPT_TOKENS = 200  # about the real prompt: 188 audio slots and a short instruction
@@ -127,3 +128,42 @@ def run_sampling_benchmark(vocab: int, canvas: int, repeats: int, device_name: s
                      "threads": torch.get_num_threads(),
                      "ms_median": round(median, 1), "line": f"{name:<34} {median:9.1f} ms"})
     return rows
+
+
+def run_prefill_benchmark(preset: str, rows: int, repeats: int, device_name: str = "auto",
+                          prompt_tokens: int = PROMPT_TOKENS) -> list[dict]:
+    """Prefill of `rows` prompts of one length: one encoder pass each (the baseline) against one pass for all,
+    with a check that every row's cache is the same either way."""
+    device = default_device() if device_name == "auto" else torch.device(device_name)
+    model = random_backbone(preset, PRESETS[preset].canvas_length, device, default_dtype(device))
+    vocab = model.config.text_config.vocab_size
+    embed = model.model.encoder.get_input_embeddings()
+    with torch.no_grad():
+        embeds = [embed(torch.randint(8, vocab, (1, prompt_tokens), device=device)) for _ in range(rows)]
+    cases = {"one at a time (baseline)": lambda: [prefill(model, e) for e in embeds],
+             "together": lambda: prefill_many(model, embeds)}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    results = {}
+    for repeat in range(repeats + 1):  # the cases take turns; the first round warms up
+        for name, fn in cases.items():
+            _synchronize(device)
+            started = time.perf_counter()
+            results[name] = fn()
+            _synchronize(device)
+            if repeat:
+                times[name].append((time.perf_counter() - started) * 1000.0)
+    alone, together = results.values()
+    same = all(torch.equal(x.last_hidden, y.last_hidden)
+               and all(torch.equal(a, b) for la, lb in zip(x.layers, y.layers) for a, b in zip(la, lb))
+               for x, y in zip(alone, together))
+    out = []
+    for name, ms in times.items():
+        median = statistics.median(ms)
+        out.append({"case": name, "preset": preset, "device": str(device), "threads": torch.get_num_threads(),
+                    "rows": rows, "prompt_tokens": prompt_tokens, "ms_median": round(median, 1),
+                    "identical": same,
+                    "line": f"{preset} {rows} prompts of {prompt_tokens} tokens, {name:<24} {median:9.1f} ms "
+                            f"({median / rows:7.1f} ms/row)"})
+    out.append({"case": "speed-up", "identical": same,
+                "line": f"speed-up {out[0]['ms_median'] / out[1]['ms_median']:.2f}x; identical caches: {same}"})
+    return out

@@ -204,9 +204,10 @@ class EngineWorker:
         """Prefill the windows together and add their rows to the batch; a failure fails only these jobs (a job
         with the fault-injection prompt fails alone, before the others are prefilled)."""
         fault = self.settings.fault_injection_prompt
-        for job in {job for job, _, _ in windows if fault and job.options.prompt == fault}:
+        injected = {job for job, _, _ in windows if fault and job.options.prompt == fault}
+        for job in injected:
             self._batch_failed({job}, InjectedFault(f"injected failure for job {job.id}"))
-        windows = [(job, w, e) for job, w, e in windows if not (fault and job.options.prompt == fault)]
+        windows = [(job, w, e) for job, w, e in windows if job not in injected]
         if not windows:
             return
         specs = [(encoded, w, job.audio.windows[w], job.options, self._draft_hook(job, w))

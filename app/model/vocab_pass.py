@@ -21,9 +21,9 @@ from transformers.models.diffusion_gemma.generation_diffusion_gemma import Linea
 
 from app.model.sampling import InverseCdfSampler, TokenSampler, token_entropy
 
-# Bytes of one chunk's fp32 temporaries: on CPU the smallest chunks were fastest (2 slots at 262,144 ids: 3.6x
-# against 2.2x with 16; docs/performance.md), each temporary staying in a core's cache. A GPU wants bigger pieces to
-# keep its cores busy (the whole batch up to this size, which is where fusion by a compiler pays instead).
+# Bytes of one chunk's fp32 temporaries. On CPU the smallest chunks were fastest (2 slots at 262,144 ids: 3.6x the
+# separate pass, against 2.2x with 16; docs/performance.md): each temporary stays in a core's cache. A GPU needs many
+# slots per kernel to keep its cores busy; there the bound only caps the temporaries (not yet timed on a GPU).
 CPU_CHUNK_BYTES = 2 << 20
 CUDA_CHUNK_BYTES = 512 << 20
 

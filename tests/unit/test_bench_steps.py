@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.bench.steps import run_step_benchmark
+from app.bench.steps import run_prefill_benchmark, run_step_benchmark
 
 
 def test_buckets_pad_the_forward_and_the_profile_lists_kernels():
@@ -20,3 +20,11 @@ def test_without_options_the_forward_runs_at_the_batch_size_and_nothing_is_profi
     [row] = run_step_benchmark("tiny-random", [3], [16], steps=2, repeats=1, device_name="cpu")
     assert row["forward_rows"] == 3
     assert "aten::" not in row["line"]
+
+
+def test_prefill_benchmark_times_both_ways_and_checks_the_caches_agree():
+    alone, together, verdict = run_prefill_benchmark("tiny-random", rows=3, repeats=1, device_name="cpu",
+                                                     prompt_tokens=12)
+    assert alone["case"].startswith("one at a time") and together["case"] == "together"
+    assert alone["ms_median"] > 0 and together["ms_median"] > 0
+    assert verdict["identical"] is True
