@@ -60,10 +60,12 @@ def separate_vocab_pass(
 
 
 def chunk_slots(vocab: int, device: torch.device) -> int:
-    """Canvas slots per chunk: the device's chunk bytes over one slot's fp32 row, at least 2 (a reduction with a
-    single output may split its row across threads and round differently)."""
-    budget = CUDA_CHUNK_BYTES if device.type == "cuda" else CPU_CHUNK_BYTES
-    return max(2, budget // (vocab * 4))
+    """Canvas slots per chunk: the device's chunk bytes (on CPU, per intra-op thread, since each operation splits
+    its slots across the threads) over one slot's fp32 row, at least 2 (a reduction with a single output may split
+    its row across threads and round differently)."""
+    if device.type == "cuda":
+        return max(2, CUDA_CHUNK_BYTES // (vocab * 4))
+    return max(2, CPU_CHUNK_BYTES // (vocab * 4)) * torch.get_num_threads()
 
 
 @torch.no_grad()
