@@ -1,4 +1,5 @@
-"""`diffusion-asr serve | transcribe | stream | bench | bench-steps | bench-vocab | bench-prefill | bench-engine | make-checkpoint | train | eval`."""
+"""`diffusion-asr serve | transcribe | stream | make-checkpoint | train | eval`, and the benchmarks `bench |
+bench-steps | bench-vocab | bench-prefill | bench-engine`."""
 
 from __future__ import annotations
 

@@ -133,7 +133,7 @@ def run_sampling_benchmark(vocab: int, canvas: int, repeats: int, device_name: s
 def run_prefill_benchmark(preset: str, rows: int, repeats: int, device_name: str = "auto",
                           prompt_tokens: int = PROMPT_TOKENS) -> list[dict]:
     """Prefill of `rows` prompts of one length: one encoder pass each (the baseline) against one pass for all,
-    with a check that every row's cache is the same either way."""
+    and the largest difference between a row's two caches."""
     device = default_device() if device_name == "auto" else torch.device(device_name)
     model = random_backbone(preset, PRESETS[preset].canvas_length, device, default_dtype(device))
     vocab = model.config.text_config.vocab_size
@@ -153,17 +153,17 @@ def run_prefill_benchmark(preset: str, rows: int, repeats: int, device_name: str
             if repeat:
                 times[name].append((time.perf_counter() - started) * 1000.0)
     alone, together = results.values()
-    same = all(torch.equal(x.last_hidden, y.last_hidden)
-               and all(torch.equal(a, b) for la, lb in zip(x.layers, y.layers) for a, b in zip(la, lb))
-               for x, y in zip(alone, together))
+    differ = max(max((a - b).abs().max().item() for la, lb in zip(x.layers, y.layers) for a, b in zip(la, lb))
+                 for x, y in zip(alone, together))
     out = []
     for name, ms in times.items():
         median = statistics.median(ms)
         out.append({"case": name, "preset": preset, "device": str(device), "threads": torch.get_num_threads(),
                     "rows": rows, "prompt_tokens": prompt_tokens, "ms_median": round(median, 1),
-                    "identical": same,
+                    "max_cache_difference": differ,
                     "line": f"{preset} {rows} prompts of {prompt_tokens} tokens, {name:<24} {median:9.1f} ms "
                             f"({median / rows:7.1f} ms/row)"})
-    out.append({"case": "speed-up", "identical": same,
-                "line": f"speed-up {out[0]['ms_median'] / out[1]['ms_median']:.2f}x; identical caches: {same}"})
+    out.append({"case": "speed-up", "max_cache_difference": differ,
+                "line": f"speed-up {out[0]['ms_median'] / out[1]['ms_median']:.2f}x; largest difference between a "
+                        f"row's caches: {differ:.3g}"})
     return out

@@ -67,8 +67,10 @@ def prefill(model: DiffusionGemmaForBlockDiffusion, embeds: torch.Tensor) -> Pre
 def prefill_many(model: DiffusionGemmaForBlockDiffusion, embeds: list[torch.Tensor]) -> list[Prefill]:
     """Prefill several prompts `[1, L_i, H]`, one encoder pass per prompt length; results in input order.
 
-    Prompts of one length run unpadded, so each row's cache is bit for bit its cache prefilled alone
-    (tests/unit/test_prefill.py); a padded pass would shift the matrix products' shapes and their rounding.
+    Prompts of one length run unpadded: a row's cache differs from its solo prefill only where a matrix product
+    over more rows rounds differently (on CPU in fp32: none at 40- and 200-token prompts, up to 6e-7 at 12), the
+    same float-level batch dependence as the batched denoising step (tests/unit/test_prefill.py). Padding prompts
+    to one length would add masked positions to every row and is not done.
     """
     by_length: dict[int, list[int]] = {}
     for index, e in enumerate(embeds):

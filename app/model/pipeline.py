@@ -136,9 +136,8 @@ class AsrPipeline:
         return self.start_rows([(encoded, index, window, options, on_draft)], encoder_ms)[0]
 
     def start_rows(self, windows: list[RowSpec], encoder_ms: float = 0.0) -> list[Row]:
-        """Prefill windows that join the batch together (prompts of one length in one encoder pass, each row's
-        cache the same as prefilled alone) and make their rows, in order; each row is charged an equal share of
-        the prefill time."""
+        """Prefill windows that join the batch together (prompts of one length in one encoder pass; `prefill_many`)
+        and make their rows, in order; each row is charged an equal share of the prefill time."""
         started = time.perf_counter()
         prompts = [self.prompts.build(options.language, options.prompt) for _, _, _, options, _ in windows]
         languages = [options.language for _, _, _, options, _ in windows]

@@ -8,8 +8,9 @@ products, cumulative sums: 256 MiB each per row at canvas 256) become chunk-size
 
 The chunks run along the slots, not inside a slot's vocabulary row, on purpose: each slot's reductions (softmax
 sum, logsumexp, cumulative sum) then see exactly the values and order they see over the whole tensor, so the
-tokens, entropies and acceptances are bit for bit those of the separate pass (tests/unit/test_vocab_pass.py).
-Splitting a row's vocabulary would change the sums' rounding and, now and then, a drawn token.
+tokens, entropies and acceptances are bit for bit those of the separate pass on CPU (tests/unit/test_vocab_pass.py).
+Splitting a row's vocabulary would change the sums' rounding and, now and then, a drawn token. (GPU reduction
+kernels may split a row differently by the number of rows, as they already do across batch sizes: untested.)
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ def test_without_options_the_forward_runs_at_the_batch_size_and_nothing_is_profi
     assert "aten::" not in row["line"]
 
 
-def test_prefill_benchmark_times_both_ways_and_checks_the_caches_agree():
+def test_prefill_benchmark_times_both_ways_and_compares_the_caches():
     alone, together, verdict = run_prefill_benchmark("tiny-random", rows=3, repeats=1, device_name="cpu",
                                                      prompt_tokens=12)
     assert alone["case"].startswith("one at a time") and together["case"] == "together"
     assert alone["ms_median"] > 0 and together["ms_median"] > 0
-    assert verdict["identical"] is True
+    assert 0 <= verdict["max_cache_difference"] < 1e-5

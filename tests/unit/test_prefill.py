@@ -1,5 +1,5 @@
-"""Batched prefill: windows that join at the same step boundary share encoder passes, and every row's cache and
-tokens are exactly those of the window prefilled alone."""
+"""Batched prefill: windows that join at the same step boundary share encoder passes; every row's cache is its
+solo cache to float rounding and its tokens are its solo tokens."""
 
 from __future__ import annotations
 
@@ -17,10 +17,13 @@ def _audio(seed: int) -> np.ndarray:
 
 
 def _assert_same_cache(a, b) -> None:
+    # A matrix product over more rows may round differently (seen: 6e-7 on values of order 1).
     assert a.length == b.length
     for (keys_a, values_a), (keys_b, values_b) in zip(a.layers, b.layers, strict=True):
-        assert torch.equal(keys_a, keys_b) and torch.equal(values_a, values_b)
-    assert torch.equal(a.last_hidden, b.last_hidden)
+        assert keys_a.shape == keys_b.shape
+        torch.testing.assert_close(keys_a, keys_b, rtol=0, atol=1e-5)
+        torch.testing.assert_close(values_a, values_b, rtol=0, atol=1e-5)
+    torch.testing.assert_close(a.last_hidden, b.last_hidden, rtol=0, atol=1e-5)
 
 
 def _encoder_passes(pipeline):
