@@ -129,7 +129,8 @@ def _engine(pipeline: AsrPipeline, max_rows: int, clips: int) -> Iterator[tuple[
 
 
 def bench_concurrency(pipeline: AsrPipeline, device: torch.device, clips: int, seconds: float, steps: int) -> dict:
-    """`clips` clips sent together, then the same clips one at a time, through one engine."""
+    """`clips` clips sent together through an engine whose batch holds them all, then the same clips one at a time
+    through an engine whose batch holds one clip."""
     audio = [synthetic_clip(i, seconds, pipeline.window_seconds) for i in range(clips)]
     options = [DecodeOptions(steps=steps, seed=i) for i in range(clips)]
     rows = sum(len(a.windows) for a in audio)
@@ -144,6 +145,7 @@ def bench_concurrency(pipeline: AsrPipeline, device: torch.device, clips: int, s
         together = _phase(worker, recorder, _together, audio, options)
         peak = _peak_gib(device)
     with _engine(pipeline, per_clip, clips) as (worker, recorder):
+        _phase(worker, recorder, _one_by_one, audio[:1], [replace(options[0], steps=1)])
         alone = _phase(worker, recorder, _one_by_one, audio, options)
     audio_s = clips * seconds
     concurrent, baseline = _summary(together, audio_s), _summary(alone, audio_s)
