@@ -3,7 +3,8 @@ synthetic clips, against the same clips sent one at a time through the same engi
 
 The model is a preset's shape with random weights built in memory (`app.bench.random_model`). Every window is
 treated as speech (no voice activity detection), and no row stops before its step budget, so the work per clip is
-fixed: windows x steps denoising steps over the whole canvas.
+fixed: windows x steps denoising steps over the whole canvas. The stock `generate()` one clip at a time, from
+the prompt's token ids, is timed beside them.
 """
 
 from __future__ import annotations
@@ -87,6 +88,31 @@ def _phase(worker: EngineWorker, recorder: StepRecorder, run, clips, options) ->
     return Phase([t for t, _ in timed], wall, max(recorder.batch_sizes, default=0), [r.text for _, r in timed])
 
 
+def _stock_generate(pipeline: AsrPipeline, clips: list[AudioInput], steps: int) -> Phase:
+    """Each clip's windows one after another through the stock `DiffusionGemmaForBlockDiffusion.generate()`, from
+    the prompt's token ids: the same prompt length, canvas and steps, without the audio path (`generate()` reads
+    token ids only, so the audio slots keep their placeholder tokens)."""
+    ids = pipeline.prompts.build(None, None).ids[None].to(pipeline.device)
+    canvas = pipeline.backbone.config.canvas_length
+    latencies = []
+    started = time.perf_counter()
+    for seed, clip in enumerate(clips):
+        clip_started = time.perf_counter()
+        for _ in clip.windows:
+            torch.manual_seed(seed)
+            # A threshold no random model reaches (it must be > 0): no early stop, as in the engine's runs.
+            pipeline.backbone.generate(ids, max_new_tokens=canvas, max_denoising_steps=steps,
+                                       confidence_threshold=1e-12)
+        _synchronize(pipeline.device)
+        latencies.append(time.perf_counter() - clip_started)
+    return Phase(latencies, time.perf_counter() - started, 1, [])
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -109,7 +135,7 @@ def _summary(phase: Phase, audio_s: float) -> dict:
 
 
 def _line(name: str, s: dict) -> str:
-    return (f"{name:<14} p50 {s['p50_s']:8.3f} s  p95 {s['p95_s']:8.3f} s  {s['clips_per_s']:8.3f} clips/s  "
+    return (f"{name:<18} p50 {s['p50_s']:8.3f} s  p95 {s['p95_s']:8.3f} s  {s['clips_per_s']:8.3f} clips/s  "
             f"RTF {s['rtf']:.4f} ({s['x_real_time']:g}x real time)  largest batch {s['largest_batch']}")
 
 
@@ -147,17 +173,20 @@ def bench_concurrency(pipeline: AsrPipeline, device: torch.device, clips: int, s
     with _engine(pipeline, per_clip, clips) as (worker, recorder):
         _phase(worker, recorder, _one_by_one, audio[:1], [replace(options[0], steps=1)])
         alone = _phase(worker, recorder, _one_by_one, audio, options)
+    _stock_generate(pipeline, audio[:1], 1)  # untimed: first call
+    stock = _summary(_stock_generate(pipeline, audio, steps), clips * seconds)
     audio_s = clips * seconds
     concurrent, baseline = _summary(together, audio_s), _summary(alone, audio_s)
     same = together.texts == alone.texts
     speedup = baseline["wall_s"] / concurrent["wall_s"]
     lines = [f"concurrency {clips} ({rows} windows of {pipeline.window_seconds:g} s, {steps} steps each)",
              _line("  together", concurrent), _line("  one at a time", baseline),
+             _line("  stock generate()", stock),
              f"  throughput {speedup:.2f}x one at a time; memory peak {peak:.2f} GiB"
              f" ({'GPU allocated' if device.type == 'cuda' else 'process resident set'}); same texts: {same}"]
     return {"concurrency": clips, "windows": rows, "seconds": seconds, "steps": steps, "together": concurrent,
-            "one_at_a_time": baseline, "speedup": round(speedup, 2), "memory_peak_gib": round(peak, 3),
-            "identical": same, "texts": together.texts, "line": "\n".join(lines)}
+            "one_at_a_time": baseline, "stock_generate": stock, "speedup": round(speedup, 2),
+            "memory_peak_gib": round(peak, 3), "identical": same, "texts": together.texts, "line": "\n".join(lines)}
 
 
 def run_engine_benchmark(preset: str, device_name: str, concurrency: list[int], seconds: float, steps: int,
