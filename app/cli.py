@@ -1,5 +1,6 @@
-"""`diffusion-asr serve | transcribe | stream | bench | bench-steps | make-checkpoint | inspect-adapter |
-import-adapter | convert-encoder | bench-encoder | train | eval`."""
+"""`diffusion-asr serve | transcribe | stream | make-checkpoint | inspect-adapter | import-adapter |
+convert-encoder | train | eval`, and the benchmarks `bench | bench-steps | bench-vocab | bench-prefill |
+bench-engine | bench-encoder`."""
 
 from __future__ import annotations
 
@@ -126,7 +127,8 @@ def _cmd_bench_encoder(args: argparse.Namespace) -> int:
 def _cmd_bench_steps(args: argparse.Namespace) -> int:
     from app.bench.steps import run_step_benchmark
 
-    rows = run_step_benchmark(args.preset, args.batch, args.canvas, args.steps, args.repeats, args.device)
+    rows = run_step_benchmark(args.preset, args.batch, args.canvas, args.steps, args.repeats, args.device,
+                              tuple(args.buckets), args.profile)
     print(json.dumps(rows, indent=2) if args.json else "\n".join(r["line"] for r in rows))
     return 0
 
@@ -136,6 +138,32 @@ def _cmd_bench_sampling(args: argparse.Namespace) -> int:
 
     rows = run_sampling_benchmark(args.vocab, args.canvas, args.repeats, args.device)
     print("\n".join(r["line"] for r in rows))
+    return 0
+
+
+def _cmd_bench_vocab(args: argparse.Namespace) -> int:
+    from app.bench.vocab import run_vocab_benchmark
+
+    rows = run_vocab_benchmark(args.vocab, args.canvas, args.batch, args.repeats, args.device, args.self_cond_dtype,
+                               args.slots)
+    print(json.dumps(rows, indent=2) if args.json else "\n".join(r["line"] for r in rows))
+    return 0
+
+
+def _cmd_bench_engine(args: argparse.Namespace) -> int:
+    from app.bench.engine import run_engine_benchmark
+
+    rows = run_engine_benchmark(args.preset, args.device, args.concurrency, args.seconds, args.steps,
+                                buckets=tuple(args.buckets))
+    print(json.dumps(rows, indent=2) if args.json else "\n".join(r["line"] for r in rows))
+    return 0
+
+
+def _cmd_bench_prefill(args: argparse.Namespace) -> int:
+    from app.bench.steps import run_prefill_benchmark
+
+    rows = run_prefill_benchmark(args.preset, args.rows, args.repeats, args.device, args.prompt_tokens)
+    print(json.dumps(rows, indent=2) if args.json else "\n".join(r["line"] for r in rows))
     return 0
 
 
@@ -222,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--buckets", type=int, nargs="*", default=[], help="pad each step's batch to these sizes")
+    p.add_argument("--profile", type=int, nargs="?", const=15, default=0, metavar="N",
+                   help="also print the torch profiler's top N kernels of one pass (default N: 15)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench_steps)
 
@@ -231,6 +262,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="cpu")
     p.set_defaults(func=_cmd_bench_sampling)
+
+    p = sub.add_parser("bench-vocab", help="one step's vocabulary-sized work: separate operations vs the fused pass")
+    p.add_argument("--vocab", type=int, default=262_144)
+    p.add_argument("--canvas", type=int, default=256)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--slots", type=int, help="canvas slots per chunk (default: by the device's chunk bytes)")
+    p.add_argument("--self-cond-dtype", choices=("bfloat16", "float32"), default="bfloat16",
+                   help="dtype of the self-conditioning copy (the backbone's embedding dtype)")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_bench_vocab)
+
+    p = sub.add_parser("bench-prefill", help="prefill of N prompts one at a time vs in one encoder pass")
+    p.add_argument("--preset", default="tiny-random")
+    p.add_argument("--rows", type=int, default=8)
+    p.add_argument("--prompt-tokens", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_bench_prefill)
+
+    p = sub.add_parser("bench-engine", help="the engine end to end on N concurrent clips vs one at a time")
+    p.add_argument("--preset", default="tiny-random")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--seconds", type=float, default=30.0, help="length of each synthetic clip")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--buckets", type=int, nargs="*", default=[], help="pad each step's batch to these sizes")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_bench_engine)
 
     p = sub.add_parser("serve", help="run the OpenAI-compatible HTTP API")
     _model_args(p)

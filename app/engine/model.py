@@ -14,6 +14,10 @@ from app.results import DecodeOptions, Segment
 DraftHook = Callable[[int, int, str], None]
 """Called after every denoising step of a row with (step, step budget, the canvas's text)."""
 
+RowSpec = tuple[Any, int, AudioWindow, DecodeOptions, DraftHook | None]
+"""A window to start: (its item from `encode`, its index in its request, the window, the request's options, draft
+hook)."""
+
 
 class Row(Protocol):
     """One started window; the engine passes its `job` to the batch and the row back to `finish_row`."""
@@ -62,6 +66,9 @@ class AsrModel(Protocol):
     def start_row(self, encoded: Any, index: int, window: AudioWindow, options: DecodeOptions,
                   encoder_ms: float = 0.0, on_draft: DraftHook | None = None) -> Row:
         """Prefill window `index` of a request and make its row."""
+
+    def start_rows(self, windows: list[RowSpec], encoder_ms: float = 0.0) -> list[Row]:
+        """Prefill windows that join the batch at the same step boundary together; one row each, in order."""
 
     def finish_row(self, row: Row, result: Any, queue_ms: float = 0.0) -> Segment:
         """The window's segment from the batch's result for its row."""

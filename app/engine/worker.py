@@ -20,7 +20,7 @@ from app.audio.vad import AudioInput, AudioWindow
 from app.config import EngineSettings
 from app.engine.errors import DeadlineExceededError, JobCancelledError, JobFailedError, ShuttingDownError
 from app.engine.jobs import DraftHandler, Job, SegmentHandler
-from app.engine.model import AsrModel, Row
+from app.engine.model import AsrModel, DraftHook, Row
 from app.engine.observer import EngineObserver, NullObserver
 from app.engine.scheduler import Scheduler
 from app.results import DecodeOptions, Segment, Transcription, silent_segment
@@ -181,7 +181,8 @@ class EngineWorker:
         return taken
 
     def _start_rows(self, windows: list[tuple[Job, int]]) -> None:
-        """Encode the new windows together, prefill each and add it to the batch; silent windows finish here."""
+        """Encode the new windows together, prefill them together and add them to the batch; silent windows finish
+        here."""
         speech = [(job, w) for job, w in windows if job.audio.windows[w].has_speech]
         for job, w in windows:
             if not job.audio.windows[w].has_speech:
@@ -197,25 +198,37 @@ class EngineWorker:
         except Exception as error:  # noqa: BLE001 - any model failure must only fail these jobs
             self._batch_failed({job for job, _ in speech}, error)
             return
-        for (job, w), window in zip(speech, encoded):
-            if job.cancelled:
-                continue
-            try:
-                self._add_row(job, w, window, seconds * 1000.0 / len(speech))
-            except Exception as error:  # noqa: BLE001
-                self._batch_failed({job}, error)
+        self._add_rows([(job, w, window) for (job, w), window in zip(speech, encoded) if not job.cancelled],
+                       seconds * 1000.0 / len(speech))
 
-    def _add_row(self, job: Job, w: int, encoded: object, encoder_ms: float) -> None:
-        if self.settings.fault_injection_prompt and job.options.prompt == self.settings.fault_injection_prompt:
-            raise InjectedFault(f"injected failure for job {job.id}")
-        on_draft = None
-        if job.on_draft is not None:
-            on_draft = lambda step, of, text: job.draft(w, text)  # noqa: E731
-        row = self.model.start_row(encoded, w, job.audio.windows[w], job.options, encoder_ms, on_draft)
-        self._batch.add((job.id, w), row.job)
-        self._rows[(job.id, w)] = row
-        job.segments.pop(w, None)
-        job.drafts[w] = ""
+    def _add_rows(self, windows: list[tuple[Job, int, object]], encoder_ms: float) -> None:
+        """Prefill the windows together and add their rows to the batch; a failure fails only these jobs (a job
+        with the fault-injection prompt fails alone, before the others are prefilled)."""
+        fault = self.settings.fault_injection_prompt
+        injected = {job for job, _, _ in windows if fault and job.options.prompt == fault}
+        for job in injected:
+            self._batch_failed({job}, InjectedFault(f"injected failure for job {job.id}"))
+        windows = [(job, w, e) for job, w, e in windows if job not in injected]
+        if not windows:
+            return
+        specs = [(encoded, w, job.audio.windows[w], job.options, self._draft_hook(job, w))
+                 for job, w, encoded in windows]
+        try:
+            rows = self.model.start_rows(specs, encoder_ms)
+        except Exception as error:  # noqa: BLE001 - any model failure must only fail these jobs
+            self._batch_failed({job for job, _, _ in windows}, error)
+            return
+        for (job, w, _), row in zip(windows, rows):
+            self._batch.add((job.id, w), row.job)
+            self._rows[(job.id, w)] = row
+            job.segments.pop(w, None)
+            job.drafts[w] = ""
+
+    @staticmethod
+    def _draft_hook(job: Job, w: int) -> DraftHook | None:
+        if job.on_draft is None:
+            return None
+        return lambda step, of, text: job.draft(w, text)
 
     def _step(self) -> None:
         if not len(self._batch):

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 from transformers import DiffusionGemmaForBlockDiffusion, DynamicCache
-from transformers.models.diffusion_gemma.generation_diffusion_gemma import LinearTemperatureScheduleLogitsProcessor
 
 from app.model.backbone import Prefill
-from app.model.sampling import InverseCdfSampler, TokenSampler, entropy_bound_mask, token_entropy
+from app.model.sampling import InverseCdfSampler, TokenSampler, entropy_bound_mask
+from app.model.vocab_pass import VocabPass, fused_vocab_pass, separate_vocab_pass, step_temperature
 from app.results import StepStats
 
 DraftCallback = Callable[[int, int, torch.Tensor], None]
@@ -73,6 +73,17 @@ class _Row:
     max_batch: int = 0
 
 
+def bucket_size(rows: int, buckets: tuple[int, ...]) -> int:
+    """The smallest of the sorted `buckets` that holds `rows` rows; `rows` itself past the largest or without any."""
+    return next((b for b in buckets if b >= rows), rows)
+
+
+def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """`tensor` with its first row repeated up to `rows` rows (itself when it has that many)."""
+    extra = rows - tensor.shape[0]
+    return tensor if extra <= 0 else torch.cat([tensor, tensor[:1].expand(extra, *tensor.shape[1:])])
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -83,6 +94,11 @@ class DenoiseBatch:
 
     Rows are added with `add()` and removed with `remove()` only between steps. The shared KV cache is
     rebuilt (rows left-padded to the longest prompt) only when the set of rows changes.
+
+    With `buckets`, the decoder's forward always runs on a bucket's number of rows (the smallest bucket that holds
+    the batch; filler rows repeat the first row and their outputs are dropped), so a captured CUDA graph or a
+    compiled decoder meets a few fixed shapes instead of every batch size. Rows never see the filler: each row's
+    attention, routing and outputs are its own.
     """
 
     def __init__(
@@ -90,10 +106,12 @@ class DenoiseBatch:
         model: DiffusionGemmaForBlockDiffusion,
         params: SamplingParams,
         sampler: TokenSampler | None = None,
+        buckets: tuple[int, ...] = (),
     ) -> None:
         self.model = model
         self.params = params
         self.sampler = sampler or InverseCdfSampler()
+        self.buckets = tuple(sorted(buckets))
         self.canvas_length = model.config.canvas_length
         self.vocab_size = model.config.text_config.vocab_size
         self.device = model.lm_head.weight.device
@@ -154,9 +172,15 @@ class DenoiseBatch:
             self._self_cond = self._self_cond[keep] if keep else None
         self._cache = None
 
+    def forward_rows(self) -> int:
+        """Rows the decoder's forward runs on: the batch's, or its bucket's."""
+        return bucket_size(len(self._keys), self.buckets)
+
     def _rebuild(self) -> None:
-        """Left-pad every row's prompt cache to the longest and stack them into one batch cache."""
+        """Left-pad every row's prompt cache to the longest and stack them into one batch cache (with the bucket's
+        filler rows)."""
         prefills = [self._rows[k].job.prefill for k in self._keys]
+        prefills += prefills[:1] * (self.forward_rows() - len(prefills))
         longest = max(p.length for p in prefills)
         cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
         for index, layer in enumerate(cache.layers):
@@ -171,17 +195,24 @@ class DenoiseBatch:
         # keys already carry their rotary positions).
         self._positions = (starts[:, None] + torch.arange(self.canvas_length, device=self.device)).int()
         self._mask = self.model.model.decoder.create_diffusion_decoder_attention_mask(
-            config=self.model.config, inputs_embeds=self._canvas.unsqueeze(-1), cache=cache,
+            config=self.model.config, inputs_embeds=pad_rows(self._canvas, len(prefills)).unsqueeze(-1),
+            cache=cache,
             decoder_attention_mask=mask,
         )
         self._cache = cache
 
-    def _temperature_scaled(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
-        """Apply the stock linear schedule with each row's own position in its own step budget."""
+    def _vocab_pass(self, logits: torch.Tensor, rows: list[_Row]) -> VocabPass:
+        """Temperature (the stock linear schedule, each row at its own place in its own step budget), softmax,
+        entropy, sampling, argmax and the self-conditioning copy: fused for the inverse-CDF sampler, one
+        full-size operation after another for samplers that need whole rows."""
         budgets = torch.tensor([r.job.steps for r in rows], device=self.device)[:, None, None]
         remaining = torch.tensor([r.remaining for r in rows], device=self.device)[:, None, None]
-        schedule = LinearTemperatureScheduleLogitsProcessor(self.params.t_min, self.params.t_max, budgets)
-        return schedule(None, logits, cur_step=remaining)
+        generators = [r.job.generator for r in rows]
+        if isinstance(self.sampler, InverseCdfSampler):
+            temperature = step_temperature(self.params.t_min, self.params.t_max, budgets, remaining)
+            return fused_vocab_pass(logits, temperature, self.sampler, generators, self.embed_dtype)
+        return separate_vocab_pass(logits, budgets, remaining, self.params.t_min, self.params.t_max, self.sampler,
+                                   generators, self.embed_dtype)
 
     def _temperature(self, row: _Row, remaining: int) -> float:
         """The schedule's temperature for `row` at the step it ran with `remaining` steps left (the stock
@@ -202,23 +233,20 @@ class DenoiseBatch:
         start = time.perf_counter()
 
         any_self_cond = bool(self._has_self_cond.any())
+        n = self.forward_rows()
         logits = self.model(
-            decoder_input_ids=self._canvas,
+            decoder_input_ids=pad_rows(self._canvas, n),
             cache=self._cache,
-            self_conditioning_logits=self._self_cond if any_self_cond else None,
-            self_conditioning_mask=self._has_self_cond if any_self_cond else None,
+            self_conditioning_logits=pad_rows(self._self_cond, n) if any_self_cond else None,
+            self_conditioning_mask=pad_rows(self._has_self_cond, n) if any_self_cond else None,
             decoder_attention_mask=self._mask,
             decoder_position_ids=self._positions,
-        ).logits
-        scaled = self._temperature_scaled(logits, rows)
+        ).logits[: len(rows)]
+        work = self._vocab_pass(logits, rows)
         del logits
-        probs = torch.softmax(scaled, dim=-1, dtype=torch.float32)
-        entropy = token_entropy(scaled, probs)
-        proposal = self.sampler.sample(probs, generators)
-        del probs
-        argmax = scaled.argmax(dim=-1)
-        accepted = entropy_bound_mask(entropy, self.params.entropy_bound)
-        kept = torch.where(accepted, proposal, self._canvas)
+        accepted = entropy_bound_mask(work.entropy, self.params.entropy_bound)
+        kept = torch.where(accepted, work.proposal, self._canvas)
+        argmax, entropy = work.argmax, work.entropy
         noise = torch.cat(
             [torch.randint(0, self.vocab_size, (1, self.canvas_length), generator=g, device=self.device)
              for g in generators]
@@ -229,7 +257,7 @@ class DenoiseBatch:
                 # A tag read before denoising stays: handed a misspelt transcript, the decoder would re-read the
                 # language from its text (English 76-78% right against 94-98% from the audio; `app.model.ctc_start`).
                 argmax[index, 0] = self._canvas[index, 0] = row.job.prefill.tag
-        self._self_cond = scaled.to(self.embed_dtype)
+        self._self_cond = work.self_cond
         self._has_self_cond = torch.ones(len(rows), dtype=torch.bool, device=self.device)
         mean_entropy = entropy.mean(dim=-1)
         confident = (mean_entropy < self.params.confidence_threshold).tolist()

@@ -1,6 +1,6 @@
 """The whole model path on loaded parts: audio windows -> encoder -> projector -> prompt prefill -> denoising -> text.
 
-One window's way through it is written once: `encode` (batched), `start_row` (prefill, the row's generator and
+One window's way through it is written once: `encode` (batched), `start_rows` (batched prefill, each row's generator and
 draft hook), a `DenoiseBatch` from `new_batch` that steps any mix of rows, and `finish_row` (text, language,
 timing). The engine's worker schedules those calls across requests; `transcribe` runs them for one input.
 """
@@ -31,6 +31,9 @@ from app.results import DecodeOptions, Segment, Timing, Transcription, join_segm
 
 DraftHook = Callable[[int, int, str], None]
 """Called after every denoising step of a row with (step, step budget, the canvas's text)."""
+
+RowSpec = tuple[EncodedWindow, int, AudioWindow, DecodeOptions, DraftHook | None]
+"""A window to start: (encoded window, its index in its request, the window, the request's options, draft hook)."""
 
 
 @dataclass
@@ -92,6 +95,9 @@ class AsrPipeline:
         self.aligner = WordAligner(self.backbone.lm_head, self.backbone.final_logit_softcapping, self.tokenizer,
                                    self.tokenizer.pad_token_id, slot_samples(self.projector.subsample)
                                    / whisper.SAMPLE_RATE)
+
+        # Batch sizes the decoder's forward is padded to (`DenoiseBatch`); none: every batch at its own size.
+        self.batch_buckets: tuple[int, ...] = ()
         self._vad: VoiceActivityDetector | None = None
 
     @property
@@ -137,10 +143,22 @@ class AsrPipeline:
     def start_row(self, encoded: EncodedWindow, index: int, window: AudioWindow, options: DecodeOptions,
                   encoder_ms: float = 0.0, on_draft: DraftHook | None = None) -> Row:
         """Prefill one window and make its row; window `index` always draws from generator (seed, index)."""
+        return self.start_rows([(encoded, index, window, options, on_draft)], encoder_ms)[0]
+
+    def start_rows(self, windows: list[RowSpec], encoder_ms: float = 0.0) -> list[Row]:
+        """Prefill windows that join the batch together (prompts of one length in one encoder pass; `prefill_many`)
+        and make their rows, in order; each row is charged an equal share of the prefill time."""
         started = time.perf_counter()
-        state = self.prefill(encoded, options.language, options.prompt)
+        prompts = [self.prompts.build(options.language, options.prompt) for _, _, _, options, _ in windows]
+        languages = [options.language for _, _, _, options, _ in windows]
+        states = self.start.prefill_many([encoded for encoded, *_ in windows], prompts, languages)
         self._synchronize()
-        prefill_ms = (time.perf_counter() - started) * 1000.0
+        prefill_ms = (time.perf_counter() - started) * 1000.0 / max(1, len(windows))
+        return [self._row(state, index, window, options, encoder_ms, prefill_ms, on_draft)
+                for state, (_, index, window, options, on_draft) in zip(states, windows)]
+
+    def _row(self, state: Prefill, index: int, window: AudioWindow, options: DecodeOptions, encoder_ms: float,
+             prefill_ms: float, on_draft: DraftHook | None) -> Row:
         on_step = None
         if on_draft is not None:
             decode = self.transcripts.decode
@@ -165,7 +183,7 @@ class AsrPipeline:
 
     def new_batch(self) -> DenoiseBatch:
         """An empty batch that rows join and leave between steps."""
-        return DenoiseBatch(self.backbone, self.params, self.sampler)
+        return DenoiseBatch(self.backbone, self.params, self.sampler, self.batch_buckets)
 
     def release_memory(self) -> None:
         """Return cached device memory after an out-of-memory failure."""
@@ -191,7 +209,8 @@ class AsrPipeline:
         encoded = self.encode([windows[i].samples for i in speech])
         self._synchronize()
         encoder_ms = (time.perf_counter() - started) * 1000.0 / len(speech)
-        rows = {i: self.start_row(e, i, windows[i], options, encoder_ms) for i, e in zip(speech, encoded)}
+        started_rows = self.start_rows([(e, i, windows[i], options, None) for i, e in zip(speech, encoded)], encoder_ms)
+        rows = dict(zip(speech, started_rows))
         batch = self.new_batch()
         for index, row in rows.items():
             batch.add(index, row.job)

@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 from transformers import DiffusionGemmaForBlockDiffusion
 
-from app.model.backbone import Prefill, prefill, prompt_embeddings
+from app.model.backbone import Prefill, prefill, prefill_many, prompt_embeddings
 from app.model.prompt import Prompt
 
 
@@ -36,6 +36,10 @@ class RowStart(Protocol):
     def prefill(self, encoded: EncodedWindow, prompt: Prompt, language: str | None) -> Prefill:
         """The backbone's KV cache for one window's prompt (and the canvas start, where the strategy has one)."""
 
+    def prefill_many(self, encoded: list[EncodedWindow], prompts: list[Prompt],
+                     languages: list[str | None]) -> list[Prefill]:
+        """`prefill` for several windows at once (rows that join the batch at the same step boundary)."""
+
 
 class NoiseStart:
     """The stock start: the projected audio fills the prompt's audio slots, the canvas starts as uniform noise."""
@@ -48,3 +52,8 @@ class NoiseStart:
 
     def prefill(self, encoded: EncodedWindow, prompt: Prompt, language: str | None) -> Prefill:
         return prefill(self.backbone, prompt_embeddings(self.backbone, prompt, encoded.audio))
+
+    def prefill_many(self, encoded: list[EncodedWindow], prompts: list[Prompt],
+                     languages: list[str | None]) -> list[Prefill]:
+        embeds = [prompt_embeddings(self.backbone, p, e.audio) for e, p in zip(encoded, prompts)]
+        return prefill_many(self.backbone, embeds)

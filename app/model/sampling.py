@@ -25,14 +25,24 @@ class InverseCdfSampler:
     """
 
     def sample(self, probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-        batch, canvas, vocab = probs.shape
-        uniform = torch.stack(
-            [torch.rand((canvas, 1), generator=g, device=probs.device, dtype=probs.dtype) for g in generators]
-        )
+        uniforms = self.uniforms(generators, probs.shape[1], probs.device, probs.dtype)
+        return self.invert(probs, uniforms)
+
+    @staticmethod
+    def uniforms(generators: list[torch.Generator], canvas: int, device: torch.device,
+                 dtype: torch.dtype) -> torch.Tensor:
+        """`[B, C, 1]` uniform draws, row b from `generators[b]` (drawn before any slot is searched, so a pass
+        that searches the slots piece by piece consumes each generator exactly as a whole-tensor search does)."""
+        return torch.stack([torch.rand((canvas, 1), generator=g, device=device, dtype=dtype) for g in generators])
+
+    @staticmethod
+    def invert(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        """The id each slot's uniform falls on in its cumulative distribution (`probs` `[..., V]`, `uniforms`
+        `[..., 1]`)."""
         cdf = probs.cumsum(dim=-1)
         # Scaling by the row total absorbs the cumsum's rounding, so u never lands past the last bucket.
-        index = torch.searchsorted(cdf, uniform * cdf[..., -1:])
-        return index.squeeze(-1).clamp_(max=vocab - 1)
+        index = torch.searchsorted(cdf, uniforms * cdf[..., -1:])
+        return index.squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 
 class MultinomialSampler:

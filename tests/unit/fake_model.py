@@ -73,6 +73,7 @@ class FakeModel:
     batch_sizes: list[int] = field(default_factory=list)
     failures: list[BaseException] = field(default_factory=list)  # raised by the next steps, in order
     released: int = 0
+    prefill_groups: list[int] = field(default_factory=list)  # windows per `start_rows` call
 
     def encode(self, windows):
         return [len(w) for w in windows]
@@ -81,6 +82,11 @@ class FakeModel:
         text = expected_text(options.seed, index, encoded)
         return FakeRow(index, window.start, window.end, options.language or "en",
                        FakeJob(options.steps, text, on_draft))
+
+    def start_rows(self, windows, encoder_ms=0.0):
+        self.prefill_groups.append(len(windows))
+        return [self.start_row(encoded, index, window, options, encoder_ms, on_draft)
+                for encoded, index, window, options, on_draft in windows]
 
     def finish_row(self, row, result, queue_ms=0.0):
         steps = [StepStats(step=s, ms=1.0, accepted=1, mean_entropy=0.0) for s in range(1, result + 1)]

@@ -10,7 +10,7 @@ from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
 )
 
 from app.model.backbone import prefill
-from app.model.denoiser import DenoiseBatch, DenoiseJob, SamplingParams, denoise_all
+from app.model.denoiser import DenoiseBatch, DenoiseJob, SamplingParams, bucket_size, denoise_all
 from app.checkpoint.presets import PRESETS, backbone_config
 from app.model.sampling import InverseCdfSampler, MultinomialSampler, entropy_bound_mask, token_entropy
 
@@ -134,3 +134,29 @@ def test_final_logprobs_are_the_models_own_distribution_not_the_samplers_tempera
     assert cold.tokens == warm.tokens and len(cold.logprobs) == backbone.config.canvas_length
     assert cold.logprobs == pytest.approx(warm.logprobs, abs=1e-4)
     assert all(lp <= 0.0 for lp in cold.logprobs) and min(cold.logprobs) < -0.01
+
+def test_bucketed_batches_run_the_forward_at_bucket_sizes_and_give_the_same_tokens(backbone):
+    ids = [torch.randint(10, 500, (1, 9 + 4 * i), generator=torch.Generator().manual_seed(50 + i)) for i in range(3)]
+    make = lambda i: DenoiseJob(_prefill(backbone, ids[i]), 2 + i, torch.Generator().manual_seed(i))  # noqa: E731
+    seen: list[int] = []
+    hook = backbone.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["decoder_input_ids"].shape[0]), with_kwargs=True)
+    try:
+        bucketed = DenoiseBatch(backbone, SamplingParams(confidence_threshold=0.0), buckets=(4, 2))
+        results = {}
+        for i in range(3):
+            bucketed.add(i, make(i))
+        while len(bucketed):
+            results.update(bucketed.step())
+    finally:
+        hook.remove()
+    # 3 rows run as 4 until the first leaves after 2 steps, then 2 rows as 2, then the last row also as 2.
+    assert seen == [4, 4, 2, 2]
+    plain = denoise_all(backbone, [make(i) for i in range(3)], SamplingParams(confidence_threshold=0.0))
+    assert [results[i].tokens for i in range(3)] == [r.tokens for r in plain]
+    assert [[s.accepted for s in results[i].steps] for i in range(3)] == [[s.accepted for s in r.steps] for r in plain]
+
+
+def test_a_batch_past_the_largest_bucket_runs_at_its_own_size():
+    assert [bucket_size(n, (1, 2, 4, 8)) for n in (1, 3, 8, 9, 20)] == [1, 4, 8, 9, 20]
+    assert bucket_size(5, ()) == 5

@@ -79,6 +79,7 @@ def test_each_caller_gets_its_own_windows_results_in_one_batch():
 
     results, worker = run_worker(model, together, queued=5, max_batch_size=7)
     assert model.batch_sizes[0] == 7
+    assert model.prefill_groups[0] == 7  # the windows that joined together were prefilled together
     for (audio, options), result in zip(requests, results):
         texts = [expected_text(options.seed, w, len(window.samples)) for w, window in enumerate(audio.windows)]
         assert [s.text for s in result.segments] == texts

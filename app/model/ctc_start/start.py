@@ -117,6 +117,11 @@ class CtcStart:
         state.tag = tag
         return state
 
+    def prefill_many(self, encoded: list[EncodedWindow], prompts: list[Prompt],
+                     languages: list[str | None]) -> list[Prefill]:
+        """One window at a time: each window's search decides the prompt audio its final prefill reads."""
+        return [self.prefill(e, p, lang) for e, p, lang in zip(encoded, prompts, languages)]
+
     def _reading(self, encoded: EncodedWindow, languages: list[str]) -> tuple[list[int], torch.Tensor, str] | None:
         """The word-list search's token ids for one window, the prompt audio compressed along them and their
         language, or None where the checkpoint, the first language or the window has no word-list reading.
