@@ -216,9 +216,8 @@ class DenoiseBatch:
 
     def _temperature(self, row: _Row, remaining: int) -> float:
         """The schedule's temperature for `row` at the step it ran with `remaining` steps left (the stock
-        processor applied to a logit of 1 gives 1 / temperature)."""
-        schedule = LinearTemperatureScheduleLogitsProcessor(self.params.t_min, self.params.t_max, row.job.steps)
-        return 1.0 / float(schedule(None, torch.ones(()), cur_step=remaining))
+        schedule's formula, as the vocabulary pass applies it)."""
+        return float(step_temperature(self.params.t_min, self.params.t_max, row.job.steps, remaining))
 
     @torch.no_grad()
     def step(self) -> list[tuple[Hashable, DenoiseResult]]:
@@ -243,7 +242,7 @@ class DenoiseBatch:
             decoder_position_ids=self._positions,
         ).logits[: len(rows)]
         work = self._vocab_pass(logits, rows)
-        del logits
+        del logits  # the fused pass tempered them in place: `work.tempered`
         accepted = entropy_bound_mask(work.entropy, self.params.entropy_bound)
         kept = torch.where(accepted, work.proposal, self._canvas)
         argmax, entropy = work.argmax, work.entropy
@@ -280,7 +279,7 @@ class DenoiseBatch:
             if (stable and confident[index]) or row.remaining == 0:
                 elapsed = (time.perf_counter() - row.started) * 1000.0
                 temperature = self._temperature(row, row.remaining + 1)  # `remaining` counted this step already
-                logprobs = _chosen_logprobs(scaled[index] * temperature, argmax[index])
+                logprobs = _chosen_logprobs(work.tempered[index] * temperature, argmax[index])
                 finished.append((key, DenoiseResult(tokens.tolist(), row.stats, elapsed, row.max_batch, logprobs)))
         for key, _ in finished:
             self.remove(key)

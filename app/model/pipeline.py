@@ -154,11 +154,11 @@ class AsrPipeline:
         states = self.start.prefill_many([encoded for encoded, *_ in windows], prompts, languages)
         self._synchronize()
         prefill_ms = (time.perf_counter() - started) * 1000.0 / max(1, len(windows))
-        return [self._row(state, index, window, options, encoder_ms, prefill_ms, on_draft)
-                for state, (_, index, window, options, on_draft) in zip(states, windows)]
+        return [self._row(state, encoded, index, window, options, encoder_ms, prefill_ms, on_draft)
+                for state, (encoded, index, window, options, on_draft) in zip(states, windows)]
 
-    def _row(self, state: Prefill, index: int, window: AudioWindow, options: DecodeOptions, encoder_ms: float,
-             prefill_ms: float, on_draft: DraftHook | None) -> Row:
+    def _row(self, state: Prefill, encoded: EncodedWindow, index: int, window: AudioWindow, options: DecodeOptions,
+             encoder_ms: float, prefill_ms: float, on_draft: DraftHook | None) -> Row:
         on_step = None
         if on_draft is not None:
             decode = self.transcripts.decode

@@ -37,6 +37,7 @@ class VocabPass:
     argmax: torch.Tensor  # [B, C] the tempered logits' argmax
     entropy: torch.Tensor  # [B, C] fp32 entropy of the tempered distribution
     self_cond: torch.Tensor  # [B, C, V] the tempered logits in the embedding dtype (next step's self-conditioning)
+    tempered: torch.Tensor  # [B, C, V] fp32 tempered logits (a finishing row's log-probabilities come from them)
 
 
 def step_temperature(t_min: float, t_max: float, budgets: torch.Tensor, remaining: torch.Tensor) -> torch.Tensor:
@@ -57,7 +58,7 @@ def separate_vocab_pass(
     entropy = token_entropy(scaled, probs)
     proposal = sampler.sample(probs, generators)
     del probs
-    return VocabPass(proposal, scaled.argmax(dim=-1), entropy, scaled.to(out_dtype))
+    return VocabPass(proposal, scaled.argmax(dim=-1), entropy, scaled.to(out_dtype), scaled)
 
 
 def chunk_slots(vocab: int, device: torch.device) -> int:
@@ -94,7 +95,8 @@ def fused_vocab_pass(
         argmax[start:end] = z.argmax(dim=-1)
         if out is not flat:
             out[start:end].copy_(z)
-    return VocabPass(proposal.view(batch, canvas), argmax.view(batch, canvas), entropy.view(batch, canvas), self_cond)
+    return VocabPass(proposal.view(batch, canvas), argmax.view(batch, canvas), entropy.view(batch, canvas), self_cond,
+                     scaled)
 
 
 def _chunks(total: int, slots: int) -> list[tuple[int, int]]:
