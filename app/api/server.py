@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from app.api.app import create_app, mark_draining
+from app.api.logs import install_redaction
 from app.config import GROUPS, Settings
 
 log = logging.getLogger("diffusion_asr.api")
@@ -122,6 +123,7 @@ def run_server(overrides: dict[str, Any]) -> int:
         timeout_graceful_shutdown=math.ceil(settings.engine.drain_timeout_s),
         lifespan="on",
     )
+    install_redaction()  # after uvicorn.Config, which configures uvicorn's handlers
     server = DrainingServer(config, app, grace_s=settings.server.shutdown_grace_s)
     server.run()
     return 0 if server.started else EXIT_STARTUP_FAILED
