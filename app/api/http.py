@@ -10,7 +10,7 @@ from app.api.deps import EngineDep, RuntimeDep
 from app.api.schemas import check_model, option_error, parse_transcription_form, transcription_form_openapi
 from app.api.sse import stream_transcription
 from app.api.transcription import (
-    check_capacity, note_result, prepare_audio, render_response, unless_disconnected,
+    admit, note_result, prepare_audio, render_response, unless_disconnected,
 )
 from app.request_options import OptionError
 
@@ -27,18 +27,20 @@ router = APIRouter(tags=["audio"])
 async def create_transcription(request: Request, runtime: RuntimeDep, engine: EngineDep) -> Response:
     """Decode the upload, transcribe it through the engine and answer in the requested format (or as SSE)."""
     settings = runtime.settings
-    check_capacity(engine, settings, runtime.metrics)
-    async with request.form(max_files=1, max_fields=32) as form:
-        params, upload = parse_transcription_form(form)
-        check_model(params.model, engine.model_name)
-        try:
-            options = runtime.resolver.resolve(params)
-        except OptionError as exc:
-            raise option_error(exc) from None
-        data = await upload.read()
-    audio = await prepare_audio(data, settings, runtime.decode_pool, engine, runtime.vad, runtime.metrics)
-    request.state.audio_seconds = audio.duration
-    timeout_s = settings.engine.request_timeout_s
+    with admit(runtime, engine) as reservation:
+        async with request.form(max_files=1, max_fields=32) as form:
+            params, upload = parse_transcription_form(form)
+            check_model(params.model, engine.model_name)
+            try:
+                options = runtime.resolver.resolve(params)
+            except OptionError as exc:
+                raise option_error(exc) from None
+            data = await upload.read()
+        audio = await prepare_audio(data, settings, runtime.decode_pool, engine, runtime.vad, runtime.metrics)
+        request.state.audio_seconds = audio.duration
+        # The deadline runs from arrival: reading, decoding and VAD have spent part of it.
+        timeout_s = reservation.remaining(settings.engine.request_timeout_s, runtime.clock())
+        reservation.release()  # the engine's queue counts the request from here
     if params.stream:
         return await stream_transcription(request, engine, audio, options, timeout_s)
     result = await unless_disconnected(engine.transcribe(audio, options, timeout_s), request)
