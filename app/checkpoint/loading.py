@@ -13,8 +13,8 @@ import torch
 
 from app.checkpoint.asr_config_file import read_asr_config
 from app.checkpoint.embedded import embedded_model_dir
-from app.checkpoint.errors import CheckpointError
-from app.checkpoint.layout import LORA_DIR, CheckpointPaths
+from app.checkpoint.errors import CheckpointError, reading
+from app.checkpoint.layout import ASR_CONFIG_FILE, LORA_DIR, PROJECTOR_FILE, CheckpointPaths
 from app.checkpoint.reading import load_backbone, load_encoder, load_lexicons, load_projector, load_tokenizer
 from app.config import ModelSettings
 from app.model.asr_config import AsrConfig
@@ -50,16 +50,20 @@ def load_pipeline(
     paths.validate()
     device = device or default_device()
     dtype = dtype or default_dtype(device)
-    config = read_asr_config(paths.adapter)
+    with reading(paths.adapter / ASR_CONFIG_FILE):
+        config = read_asr_config(paths.adapter)
     if canvas_length is not None:
         config = replace(config, canvas_length=canvas_length)
-    tokenizer = load_tokenizer(paths.backbone)
-    parts = AsrParts(
-        encoder=load_encoder(paths.encoder, device, dtype),
-        projector=load_projector(paths.adapter, device, dtype),
-        backbone=load_backbone(paths.backbone, paths.adapter / LORA_DIR, device, dtype, config.canvas_length),
-        tokenizer=tokenizer,
-    )
+    # Every part's load names the file at fault when it fails (a truncated download, a corrupt copy).
+    with reading(paths.backbone):
+        tokenizer = load_tokenizer(paths.backbone)
+    with reading(paths.encoder):
+        encoder = load_encoder(paths.encoder, device, dtype)
+    with reading(paths.adapter / PROJECTOR_FILE):
+        projector = load_projector(paths.adapter, device, dtype)
+    with reading(paths.backbone):
+        backbone = load_backbone(paths.backbone, paths.adapter / LORA_DIR, device, dtype, config.canvas_length)
+    parts = AsrParts(encoder=encoder, projector=projector, backbone=backbone, tokenizer=tokenizer)
     _check_shapes(paths, parts, config)
     return AsrPipeline(paths.name, parts, config, _row_start(paths.adapter, parts, config), sampler)
 

@@ -13,7 +13,7 @@ from transformers import (
 )
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from app.checkpoint.errors import CheckpointError
+from app.checkpoint.errors import CheckpointError, reading
 from app.checkpoint.layout import LEXICON_DIR, LORA_DIR, PROJECTOR_FILE, PROJECTOR_META_FILE
 from app.model.projector import Projector
 
@@ -47,7 +47,9 @@ def load_backbone(path: Path, lora: Path, device: torch.device, dtype: torch.dty
     """
     backbone = DiffusionGemmaForBlockDiffusion.from_pretrained(str(path), local_files_only=True, dtype=dtype)
     backbone.config.canvas_length = canvas_length
-    peft_model = PeftModel.from_pretrained(backbone.to(device), str(lora), is_trainable=False, local_files_only=True)
+    with reading(lora):  # named apart from the backbone's own files
+        peft_model = PeftModel.from_pretrained(backbone.to(device), str(lora), is_trainable=False,
+                                               local_files_only=True)
     model = peft_model.eval().base_model.model
     return model.eval().requires_grad_(False)
 
