@@ -98,8 +98,9 @@ class ServerSettings(Group):
     """Comma-separated bearer keys; empty: no authentication."""
     cors_origins: list[str] = []
     """Comma-separated origins allowed by CORS."""
-    shutdown_grace_s: float = Field(0.0, ge=0, le=300)
-    """After SIGTERM, keep serving this long with /readyz at 503 (so load balancers stop routing here), then drain."""
+    shutdown_grace_s: float = Field(2.0, ge=0, le=300)
+    """After SIGTERM, keep serving this long with /readyz at 503 (so load balancers stop routing here), then drain;
+    a second signal skips it."""
     max_upload_mb: float = Field(25.0, gt=0)
     """Largest accepted upload (413 past it, enforced while the body arrives)."""
     max_audio_seconds: float = Field(600.0, gt=0)

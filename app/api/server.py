@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -103,6 +105,14 @@ class DrainingServer(uvicorn.Server):
         loop = asyncio.get_event_loop()
         # Signal handlers interrupt the loop's thread: schedule through the thread-safe entry point.
         loop.call_soon_threadsafe(loop.call_later, self.grace_s, self._end_grace, sig)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's signal capture, minus its re-raising of the signal after a graceful shutdown: a finished
+        drain is a clean exit (0), not a death by SIGTERM (143, "Terminated" in a shell)."""
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
 
     def _end_grace(self, sig: int) -> None:
         if not self.should_exit:  # a second signal may have started the shutdown already
