@@ -101,6 +101,11 @@ class ServerSettings(Group):
     shutdown_grace_s: float = Field(2.0, ge=0, le=300)
     """After SIGTERM, keep serving this long with /readyz at 503 (so load balancers stop routing here), then drain;
     a second signal skips it."""
+    header_timeout_s: float = Field(10.0, gt=0, le=600)
+    """A connection whose request headers are not complete this long after it opened (or after the next
+    request's first byte) is answered 408 and closed, so slow clients cannot hold sockets forever."""
+    keep_alive_s: int = Field(5, ge=1, le=600)
+    """An idle keep-alive connection is closed after this many seconds."""
     max_upload_mb: float = Field(25.0, gt=0)
     """Largest accepted upload (413 past it, enforced while the body arrives)."""
     max_audio_seconds: float = Field(600.0, gt=0)

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from app.api.app import create_app, load_engine, mark_draining
+from app.api.listener import http_protocol
 from app.api.logs import install_redaction
 from app.config import GROUPS, Settings
 
@@ -171,6 +172,8 @@ def run_server(overrides: dict[str, Any]) -> int:
             access_log=False,  # our access log line carries the request id and timings instead
             timeout_graceful_shutdown=math.ceil(settings.engine.drain_timeout_s),
             lifespan="on",
+            http=http_protocol(settings.server.header_timeout_s),
+            timeout_keep_alive=settings.server.keep_alive_s,
         )
         install_redaction()  # after uvicorn.Config, which configures uvicorn's handlers
         problem = preload(app, settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import httpx
 import pytest
@@ -49,3 +50,45 @@ def test_sigterm_with_default_settings_turns_readiness_503_then_exits_0(tiny_mod
         server.stop()
     log = server.log_path.read_text()
     assert "draining" in log and "Traceback" not in log
+
+
+@pytest.fixture(scope="module")
+def strict_server(tiny_model_dir, tmp_path_factory):
+    """Short connection limits: 1 s to send headers, 1 s of keep-alive idleness."""
+    server = ServerProcess(tiny_model_dir, {"ASR_HEADER_TIMEOUT_S": "1", "ASR_KEEP_ALIVE_S": "1"},
+                           tmp_path_factory.mktemp("strict") / "server.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def read_until_closed(sock: socket.socket, limit_s: float = 30.0) -> bytes:
+    """Everything the server sends until it closes the connection; fails if it is still open after `limit_s`
+    (a generous bound: the server's own limit is 1 s)."""
+    sock.settimeout(limit_s)
+    data = b""
+    try:
+        while chunk := sock.recv(4096):
+            data += chunk
+    except TimeoutError:
+        pytest.fail(f"the server kept the connection open; got {data[:200]!r}")
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def test_client_that_never_finishes_its_headers_is_dropped(strict_server):
+    with socket.create_connection(("127.0.0.1", strict_server.port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # and never the rest
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert httpx.get(f"{strict_server.url}/healthz", timeout=10).status_code == 200
+
+
+def test_idle_keep_alive_connection_is_closed(strict_server):
+    with socket.create_connection(("127.0.0.1", strict_server.port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"status":"ok"}')
