@@ -7,6 +7,7 @@ from fastapi.responses import Response
 
 from app.api.auth import require_api_key
 from app.api.deps import EngineDep, RuntimeDep
+from app.api.responses import transcription_responses
 from app.api.schemas import check_model, option_error, parse_transcription_form, transcription_form_openapi
 from app.api.sse import stream_transcription
 from app.api.transcription import (
@@ -22,6 +23,7 @@ router = APIRouter(tags=["audio"])
     dependencies=[Depends(require_api_key)],
     openapi_extra=transcription_form_openapi(),
     response_class=Response,
+    responses=transcription_responses(),
     summary="Transcribe an audio file",
 )
 async def create_transcription(request: Request, runtime: RuntimeDep, engine: EngineDep) -> Response:
