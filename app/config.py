@@ -97,7 +97,10 @@ class ServerSettings(Group):
     api_keys: list[str] = []
     """Comma-separated bearer keys; empty: no authentication."""
     cors_origins: list[str] = []
-    """Comma-separated origins allowed by CORS."""
+    """Comma-separated origins allowed by CORS and on WebSocket handshakes (`*`: any)."""
+    model_aliases: list[str] = ["whisper-1"]
+    """Comma-separated other names the served model answers to in `model` (clients hard-coded to OpenAI's
+    `whisper-1` keep working); empty: only its own name."""
     shutdown_grace_s: float = Field(2.0, ge=0, le=300)
     """After SIGTERM, keep serving this long with /readyz at 503 (so load balancers stop routing here), then drain;
     a second signal skips it."""
@@ -115,7 +118,7 @@ class ServerSettings(Group):
     decode_threads: int = Field(2, ge=1, le=64)
     """Threads that decode uploads off the event loop."""
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "model_aliases", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):

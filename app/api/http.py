@@ -32,7 +32,7 @@ async def create_transcription(request: Request, runtime: RuntimeDep, engine: En
     with admit(runtime, engine) as reservation:
         async with request.form(max_files=1, max_fields=32) as form:
             params, upload = parse_transcription_form(form)
-            check_model(params.model, engine.model_name)
+            check_model(params.model, engine.model_name, settings.server.model_aliases)
             try:
                 options = runtime.resolver.resolve(params)
             except OptionError as exc:

@@ -80,9 +80,9 @@ def _without_null(prop: dict[str, Any]) -> dict[str, Any]:
     return {**rest, **kept[0]} if len(kept) == 1 else {**rest, "anyOf": kept}
 
 
-def check_model(requested: str | None, served: str) -> None:
-    """404 `model_not_found` unless `requested` is empty or names the served model."""
-    if requested is not None and requested != served:
+def check_model(requested: str | None, served: str, aliases: list[str] = []) -> None:  # noqa: B006 - read only
+    """404 `model_not_found` unless `requested` is empty, names the served model or one of its aliases."""
+    if requested is not None and requested != served and requested not in aliases:
         raise ApiError(404, f"The model {requested!r} does not exist; this server serves {served!r}.",
                        code="model_not_found", param="model")
 

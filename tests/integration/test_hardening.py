@@ -92,3 +92,14 @@ def test_idle_keep_alive_connection_is_closed(strict_server):
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"status":"ok"}')
+
+
+def test_openai_client_hard_coded_to_whisper_1_is_served(server):
+    from openai import OpenAI
+
+    from tests.conftest import SHARED_AUDIO
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)
+    with (SHARED_AUDIO / "en_fsdd_0_george_0.wav").open("rb") as f:
+        result = client.audio.transcriptions.create(model="whisper-1", file=f, extra_body={"denoising_steps": 2})
+    assert isinstance(result.text, str)
