@@ -101,7 +101,8 @@ class StreamSession:
             async with asyncio.TaskGroup() as group:
                 writer, sender = group.create_task(self._write()), group.create_task(self._send_finals())
                 self._send({"type": "ready", "session_id": self.id, "model": self.engine.model_name,
-                            "sample_rate": self.params.sample_rate})
+                            "sample_rate": self.params.sample_rate,
+                            "window_seconds": self.engine.window_seconds})
                 close = await self._receive()
                 # After the last frame the client may still hang up while its finals are computed.
                 watcher = group.create_task(self._watch_disconnect())

@@ -34,3 +34,11 @@ def test_hostile_control_frame_is_bad_message_and_the_session_goes_on(client, fr
     assert code == 1000
     # The audio sent before the bad frame still gets its final.
     assert finals(messages)[0]["text"].startswith(f"{int(0.4 * 16000)} samples")
+
+
+def test_ready_names_the_loaded_models_window():
+    client, engine = make_client()
+    engine.window_seconds = 6.0  # the embedded default model's window
+    with client, client.websocket_connect(URL) as ws:
+        ready = ws.receive_json()
+    assert ready["type"] == "ready" and ready["window_seconds"] == 6.0
