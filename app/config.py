@@ -100,9 +100,18 @@ class ServerSettings(Group):
     api_keys: list[str] = []
     """Comma-separated bearer keys; empty: no authentication."""
     cors_origins: list[str] = []
-    """Comma-separated origins allowed by CORS."""
-    shutdown_grace_s: float = Field(0.0, ge=0, le=300)
-    """After SIGTERM, keep serving this long with /readyz at 503 (so load balancers stop routing here), then drain."""
+    """Comma-separated origins allowed by CORS and on WebSocket handshakes (`*`: any)."""
+    model_aliases: list[str] = ["whisper-1"]
+    """Comma-separated other names the served model answers to in `model` (clients hard-coded to OpenAI's
+    `whisper-1` keep working); empty: only its own name."""
+    shutdown_grace_s: float = Field(2.0, ge=0, le=300)
+    """After SIGTERM, keep serving this long with /readyz at 503 (so load balancers stop routing here), then drain;
+    a second signal skips it."""
+    header_timeout_s: float = Field(10.0, gt=0, le=600)
+    """A connection whose request headers are not complete this long after it opened (or after the next
+    request's first byte) is answered 408 and closed, so slow clients cannot hold sockets forever."""
+    keep_alive_s: int = Field(5, ge=1, le=600)
+    """An idle keep-alive connection is closed after this many seconds."""
     max_upload_mb: float = Field(25.0, gt=0)
     """Largest accepted upload (413 past it, enforced while the body arrives)."""
     max_audio_seconds: float = Field(600.0, gt=0)
@@ -112,7 +121,7 @@ class ServerSettings(Group):
     decode_threads: int = Field(2, ge=1, le=64)
     """Threads that decode uploads off the event loop."""
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "model_aliases", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import health, http, models, realtime, stream
+from app.api.admission import Admission
 from app.api.deps import Runtime
 from app.api.errors import install_error_handlers
 from app.api.metrics import Metrics
@@ -150,7 +151,7 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
         summary="OpenAI-compatible speech-to-text with diffusion ASR",
         lifespan=lifespan,
     )
-    app.state.runtime = Runtime(settings=settings, metrics=Metrics())
+    app.state.runtime = Runtime(settings=settings, metrics=Metrics(), admission=Admission(settings.engine.max_queue))
     app.state.loader = loader or load_engine
     install_error_handlers(app)
     app.include_router(http.router)

@@ -4,11 +4,12 @@ them to routers."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.admission import Admission, Clock, monotonic
 from app.api.errors import ApiError
 from app.api.metrics import Metrics
 from app.audio.vad import SpeechSpanSource
@@ -32,6 +33,10 @@ class Runtime:
     loaded_at: int = 0
     """Unix time the model finished loading (the `created` of `/v1/models`)."""
     draining: bool = False
+    admission: Admission = field(default_factory=lambda: Admission(0))
+    """Places reserved by requests that arrived and are not yet queued (sized by `create_app`)."""
+    clock: Clock = monotonic
+    """What request deadlines are measured with."""
 
     def ready(self) -> bool:
         """Model loaded, warm-up done, worker running, and not shutting down."""

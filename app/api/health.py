@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from app.api.deps import MetricsDep, RuntimeDep
 from app.api.metrics import CONTENT_TYPE_LATEST
+from app.api.responses import METRICS_RESPONSES, READY_RESPONSES
 
 router = APIRouter(tags=["operations"])
 
@@ -17,7 +18,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The model is loaded and the worker accepts jobs")
+@router.get("/readyz", responses=READY_RESPONSES, summary="The model is loaded and the worker accepts jobs")
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """Readiness: 503 while loading and again while draining for shutdown."""
     if runtime.ready():
@@ -26,7 +27,7 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse({"status": state}, status_code=503, headers={"Retry-After": "1"})
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/metrics", response_class=PlainTextResponse, responses=METRICS_RESPONSES, summary="Prometheus metrics")
 async def metrics(registry: MetricsDep) -> Response:
     """The Prometheus text exposition of this app's registry."""
     return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)

@@ -11,10 +11,11 @@ from fastapi.responses import Response
 from app.api.auth import require_api_key
 from app.api.deps import EngineDep, RuntimeDep
 from app.api.errors import ApiError
+from app.api.responses import transcription_responses
 from app.api.schemas import check_model, option_error, parse_transcription_form, transcription_form_openapi
 from app.api.sse import stream_transcription
 from app.api.transcription import (
-    check_capacity, note_result, prepare_audio, render_response, unless_disconnected,
+    admit, note_result, prepare_audio, render_response, unless_disconnected,
 )
 from app.request_options import OptionError
 
@@ -26,23 +27,26 @@ router = APIRouter(tags=["audio"])
     dependencies=[Depends(require_api_key)],
     openapi_extra=transcription_form_openapi(),
     response_class=Response,
+    responses=transcription_responses(),
     summary="Transcribe an audio file",
 )
 async def create_transcription(request: Request, runtime: RuntimeDep, engine: EngineDep) -> Response:
     """Decode the upload, transcribe it through the engine and answer in the requested format (or as SSE)."""
     settings = runtime.settings
-    check_capacity(engine, settings, runtime.metrics)
-    async with request.form(max_files=1, max_fields=32) as form:
-        params, upload = parse_transcription_form(form)
-        check_model(params.model, engine.model_name)
-        try:
-            options = replace(runtime.resolver.resolve(params), word_timestamps=params.extras.words)
-        except OptionError as exc:
-            raise option_error(exc) from None
-        data = await upload.read()
-    audio = await prepare_audio(data, settings, runtime.decode_pool, engine, runtime.vad, runtime.metrics)
-    request.state.audio_seconds = audio.duration
-    timeout_s = settings.engine.request_timeout_s
+    with admit(runtime, engine) as reservation:
+        async with request.form(max_files=1, max_fields=32) as form:
+            params, upload = parse_transcription_form(form)
+            check_model(params.model, engine.model_name, settings.server.model_aliases)
+            try:
+                options = replace(runtime.resolver.resolve(params), word_timestamps=params.extras.words)
+            except OptionError as exc:
+                raise option_error(exc) from None
+            data = await upload.read()
+        audio = await prepare_audio(data, settings, runtime.decode_pool, engine, runtime.vad, runtime.metrics)
+        request.state.audio_seconds = audio.duration
+        # The deadline runs from arrival: reading, decoding and VAD have spent part of it.
+        timeout_s = reservation.remaining(settings.engine.request_timeout_s, runtime.clock())
+        reservation.release()  # the engine's queue counts the request from here
     if params.stream:
         return await stream_transcription(request, engine, audio, options, timeout_s, params.extras,
                                           drafts=params.stream_drafts)

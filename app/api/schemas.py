@@ -81,14 +81,25 @@ def transcription_form_openapi() -> dict[str, Any]:
     """The multipart request body for /docs, from `TranscriptionForm` (the form is read by hand, after
     authentication and under the body limit, so FastAPI cannot derive it)."""
     schema = TranscriptionForm.model_json_schema(by_alias=True)
-    schema["properties"] = {"file": {"type": "string", "format": "binary"}, **schema["properties"]}
+    properties = {name: _without_null(prop) for name, prop in schema["properties"].items()}
+    schema["properties"] = {"file": {"type": "string", "format": "binary"}, **properties}
     schema["required"] = ["file"]
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
-def check_model(requested: str | None, served: str) -> None:
-    """404 `model_not_found` unless `requested` is empty or names the served model."""
-    if requested is not None and requested != served:
+def _without_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A form field is either sent or left out; multipart has no null, so `anyOf [T, null]` is documented as T."""
+    options = prop.get("anyOf")
+    if not options:
+        return prop
+    kept = [option for option in options if option.get("type") != "null"]
+    rest = {key: value for key, value in prop.items() if key != "anyOf"}
+    return {**rest, **kept[0]} if len(kept) == 1 else {**rest, "anyOf": kept}
+
+
+def check_model(requested: str | None, served: str, aliases: list[str] = []) -> None:  # noqa: B006 - read only
+    """404 `model_not_found` unless `requested` is empty, names the served model or one of its aliases."""
+    if requested is not None and requested != served and requested not in aliases:
         raise ApiError(404, f"The model {requested!r} does not exist; this server serves {served!r}.",
                        code="model_not_found", param="model")
 

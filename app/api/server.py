@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import socket
 import sys
+import time
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -13,7 +17,9 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from app.api.app import create_app, mark_draining
+from app.api.app import create_app, load_engine, mark_draining
+from app.api.listener import http_protocol
+from app.api.logs import install_redaction
 from app.config import GROUPS, Settings
 
 log = logging.getLogger("diffusion_asr.api")
@@ -102,13 +108,51 @@ class DrainingServer(uvicorn.Server):
         # Signal handlers interrupt the loop's thread: schedule through the thread-safe entry point.
         loop.call_soon_threadsafe(loop.call_later, self.grace_s, self._end_grace, sig)
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's signal capture, minus its re-raising of the signal after a graceful shutdown: a finished
+        drain is a clean exit (0), not a death by SIGTERM (143, "Terminated" in a shell)."""
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
     def _end_grace(self, sig: int) -> None:
         if not self.should_exit:  # a second signal may have started the shutdown already
             super().handle_exit(sig, None)
 
 
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now (before the model loads) so a busy port is reported in seconds, not after
+    minutes of loading; uvicorn starts listening on it once the app is ready."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def preload(app: FastAPI, settings: Settings) -> str | None:
+    """Load the model before serving, so a load failure is one line naming the file; None when loaded."""
+    from app.checkpoint.errors import CheckpointError
+
+    started = time.perf_counter()
+    try:
+        loaded = load_engine(settings, app.state.runtime.metrics)
+    except (CheckpointError, OSError, ValueError) as exc:
+        return f"cannot load the model: {exc}"
+    log.info("model loaded and warmed up in %.1f s", time.perf_counter() - started)
+    app.state.loader = lambda _settings, _observer: loaded
+    return None
+
+
 def run_server(overrides: dict[str, Any]) -> int:
-    """Serve until SIGTERM/SIGINT. Exit 2 for bad settings or model paths, 3 when start-up fails."""
+    """Serve until SIGTERM/SIGINT. Exit 2 for bad settings or model paths, 3 when start-up fails (busy port,
+    unloadable model); 0 after a clean drain."""
     settings = load_settings(overrides)
     if settings is None:
         return EXIT_BAD_SETTINGS
@@ -116,13 +160,27 @@ def run_server(overrides: dict[str, Any]) -> int:
     if problem is not None:
         print(f"diffusion-asr: error: {problem}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app, host=settings.server.host, port=settings.server.port, log_level=settings.server.log_level,
-        access_log=False,  # our access log line carries the request id and timings instead
-        timeout_graceful_shutdown=math.ceil(settings.engine.drain_timeout_s),
-        lifespan="on",
-    )
-    server = DrainingServer(config, app, grace_s=settings.server.shutdown_grace_s)
-    server.run()
+    host, port = settings.server.host, settings.server.port
+    try:
+        sock = bind_listener(host, port)
+    except OSError as exc:
+        print(f"diffusion-asr: error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
+    with sock:
+        app = create_app(settings)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level=settings.server.log_level,
+            access_log=False,  # our access log line carries the request id and timings instead
+            timeout_graceful_shutdown=math.ceil(settings.engine.drain_timeout_s),
+            lifespan="on",
+            http=http_protocol(settings.server.header_timeout_s),
+            timeout_keep_alive=settings.server.keep_alive_s,
+        )
+        install_redaction()  # after uvicorn.Config, which configures uvicorn's handlers
+        problem = preload(app, settings)
+        if problem is not None:
+            print(f"diffusion-asr: error: {problem}", file=sys.stderr)
+            return EXIT_STARTUP_FAILED
+        server = DrainingServer(config, app, grace_s=settings.server.shutdown_grace_s)
+        server.run(sockets=[sock])
     return 0 if server.started else EXIT_STARTUP_FAILED

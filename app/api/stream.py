@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from typing import Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, WebSocket
 from pydantic import Field
@@ -58,9 +59,22 @@ def _sessions(app: FastAPI) -> set[str]:
     return app.state.stream_sessions
 
 
+def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
+    """Browsers send `Origin` on every WebSocket handshake and CORS does not apply to WebSockets, so the check is
+    ours: no Origin (a non-browser client), the page's own origin, or one of `ASR_CORS_ORIGINS` (`*`: any)."""
+    if origin is None or "*" in allowed or origin in allowed:
+        return True
+    parsed = urlsplit(origin)
+    return bool(host) and parsed.scheme in ("http", "https") and parsed.netloc.lower() == host.lower()
+
+
 def admit(websocket: WebSocket, runtime: Runtime) -> StreamParams:
-    """Authentication, parameters, readiness, capacity (in that order); raises `Refused`."""
+    """Origin, authentication, parameters, readiness, capacity (in that order); raises `Refused`."""
     settings = runtime.settings
+    origin = websocket.headers.get("origin")
+    if not origin_allowed(origin, websocket.headers.get("host"), settings.server.cors_origins):
+        raise Refused("origin_not_allowed", f"Connections from the origin {origin[:100]!r} are not allowed; "
+                      "the server lists allowed origins in ASR_CORS_ORIGINS.", POLICY)
     if not is_authorized(settings, websocket.headers, websocket.query_params):
         raise Refused("unauthorized", "Missing or invalid API key: send 'Authorization: Bearer <key>' or "
                       "the api_key query parameter.", POLICY)

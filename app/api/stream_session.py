@@ -34,6 +34,11 @@ from app.results import DecodeOptions, Timing, Transcription
 log = logging.getLogger("diffusion_asr.api")
 
 NORMAL, POLICY, TOO_BIG, INTERNAL, TRY_LATER, GONE = 1000, 1008, 1009, 1011, 1013, 1006
+MAX_CONTROL_CHARS = 1024
+"""Longest text frame read as a control message; `{"type": "flush"}` needs 17 characters."""
+MAX_CONTROL_DEPTH = 4
+"""Deepest bracket nesting parsed: a control message is one flat object, and a deep one would exhaust the
+parser's recursion."""
 
 
 class Refused(Exception):
@@ -120,7 +125,7 @@ class StreamSession:
     def _greeting(self) -> dict[str, Any]:
         """The first message of a session."""
         return {"type": "ready", "session_id": self.id, "model": self.engine.model_name,
-                "sample_rate": self.params.sample_rate}
+                "sample_rate": self.params.sample_rate, "window_seconds": self.engine.window_seconds}
 
     # ---- reading --------------------------------------------------------------------------------------------
 
@@ -151,10 +156,7 @@ class StreamSession:
                     self._finalize(await asyncio.to_thread(self.buffer.flush))
 
     def _control(self, text: str) -> str | None:
-        try:
-            message = json.loads(text)
-        except ValueError:
-            message = None
+        message = parse_control(text)
         kind = message.get("type") if isinstance(message, dict) else None
         if kind in ("flush", "end"):
             return kind
@@ -283,6 +285,29 @@ class StreamSession:
 
     async def _abort(self) -> None:
         await error_and_close(self.ws, Refused("internal_error", "Internal server error.", INTERNAL))
+
+
+def _nesting(text: str) -> int:
+    """Deepest bracket nesting of `text` (brackets inside strings count too: an upper bound is enough)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_control(text: str) -> object:
+    """The JSON value of a control frame, or None when it is not JSON, too long or nested too deep (checked
+    before parsing, so no frame can make the parser recurse without bound)."""
+    if len(text) > MAX_CONTROL_CHARS or _nesting(text) > MAX_CONTROL_DEPTH:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 async def error_and_close(websocket: WebSocket, refusal: Refused, accept: bool = False) -> None:

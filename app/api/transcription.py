@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive
 
+from app.api.admission import Reservation
+from app.api.deps import Runtime
 from app.api.errors import ApiError
 from app.api.metrics import Metrics
 from app.audio.decode import AudioLimits, decode_audio
@@ -65,13 +67,14 @@ async def prepare_audio(
         raise
 
 
-def check_capacity(engine: EngineClient, settings: Settings, metrics: Metrics) -> None:
-    """Refuse at once, before the upload is read or decoded, when the queue is already full (the engine
-    checks again when the job is submitted; this only saves a full queue from paying for doomed uploads)."""
-    depth = engine.queue_depth()
-    if depth >= settings.engine.max_queue:
-        metrics.job_rejected("queue_full")
-        raise QueueFullError(depth)
+def admit(runtime: Runtime, engine: EngineClient) -> Reservation:
+    """Reserve the request's place in the queue on arrival, before its upload is read or decoded; refused at
+    once (503) when reserved and queued requests fill `ASR_MAX_QUEUE`."""
+    try:
+        return runtime.admission.reserve(engine.queue_depth(), runtime.clock())
+    except QueueFullError:
+        runtime.metrics.job_rejected("queue_full")
+        raise
 
 
 async def wait_for_disconnect(receive: Receive) -> None:

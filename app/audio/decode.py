@@ -144,6 +144,34 @@ def _iff_declares_more_than_present(data: bytes) -> bool:
     return False
 
 
+SHORTFALL_TOLERANCE_S = 0.5
+SHORTFALL_TOLERANCE_FRACTION = 0.1
+"""How far decoded audio may fall short of the container's declared duration (encoder padding, estimated
+durations) before the file counts as cut off."""
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    """The duration the file's headers declare (an MP3's Xing/Info frame count, FLAC's total samples), if any."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _check_complete(declared: float | None, samples: int) -> None:
+    """Refuse audio that decodes to clearly less than its header declares: a cut-off upload would otherwise be
+    transcribed as if complete, and the client could not tell its transcript misses the end."""
+    if declared is None:
+        return
+    decoded = samples / SAMPLE_RATE
+    if declared - decoded > max(SHORTFALL_TOLERANCE_S, SHORTFALL_TOLERANCE_FRACTION * declared):
+        raise TruncatedAudioError(
+            f"The audio file is truncated: its header declares {_fmt_seconds(declared)} but only "
+            f"{_fmt_seconds(decoded)} could be decoded."
+        )
+
+
 def _fmt_seconds(seconds: float) -> str:
     return f"{seconds:.1f}".rstrip("0").rstrip(".") + " s"
 
@@ -224,7 +252,10 @@ def decode_audio(data: bytes, limits: AudioLimits) -> np.ndarray:
                 raise TruncatedAudioError(
                     "The audio file is truncated: its header declares more audio than the file contains."
                 )
-            return _decode_stream(container, stream, max_samples)
+            declared = _declared_seconds(container, stream)
+            audio = _decode_stream(container, stream, max_samples)
+            _check_complete(declared, audio.shape[0])
+            return audio
         finally:
             container.close()
     except AudioError:

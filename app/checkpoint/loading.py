@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from app.checkpoint.adapter_plan import AdapterPlan, plan_adapter
 from app.checkpoint.embedded import embedded_model_dir
-from app.checkpoint.errors import CheckpointError
+from app.checkpoint.errors import CheckpointError, reading
 from app.checkpoint.layout import CheckpointPaths
 from app.checkpoint.prompt_check import check_prompt
 from app.checkpoint.reading import encoder_frames, load_backbone, load_encoder, load_lexicons, load_tokenizer
@@ -60,16 +60,19 @@ def load_pipeline(
     plan, config, tokenizer = _preflight(paths, trust_adapter_code, canvas_length)
     device = device or default_device()
     dtype = dtype or default_dtype(device)
-    projector = plan.build_projector(trust_adapter_code).to(device=device, dtype=dtype).eval().requires_grad_(False)
+    # Every part's load names the file at fault when it fails (a truncated download, a corrupt copy).
+    with reading(paths.adapter):
+        projector = plan.build_projector(trust_adapter_code).to(device=device, dtype=dtype)
+        lora_tensors = plan.lora_tensors()
     log.info("adapter %s (%s layout): projector %s, LoRA on %d layers", paths.adapter, plan.layout,
              plan.projector.kind, len(plan.lora.modules))  # type: ignore[union-attr]
-    parts = AsrParts(
-        encoder=load_encoder(paths.encoder, device, dtype),
-        projector=projector,
-        backbone=load_backbone(paths.backbone, plan.lora, plan.lora_tensors(), device, dtype,  # type: ignore[arg-type]
-                               config.canvas_length, config.final_logit_softcapping),
-        tokenizer=tokenizer,
-    )
+    with reading(paths.encoder):
+        encoder = load_encoder(paths.encoder, device, dtype)
+    with reading(paths.backbone):
+        backbone = load_backbone(paths.backbone, plan.lora, lora_tensors, device, dtype,  # type: ignore[arg-type]
+                                 config.canvas_length, config.final_logit_softcapping)
+    parts = AsrParts(encoder=encoder, projector=projector.eval().requires_grad_(False), backbone=backbone,
+                     tokenizer=tokenizer)
     _check_shapes(paths, parts, config)
     return AsrPipeline(paths.name, parts, config, _row_start(paths.adapter, parts, config), sampler)
 
@@ -78,9 +81,13 @@ def _preflight(paths: CheckpointPaths, trust_adapter_code: bool,
                canvas_length: int | None) -> tuple[AdapterPlan, AsrConfig, PreTrainedTokenizerBase]:
     """The checks that read no weights: files, the adapter's plan, the prompt against the tokenizer."""
     paths.validate()
-    plan = plan_adapter(paths.adapter, paths.backbone, trust_adapter_code, encoder_frames(paths.encoder))
+    with reading(paths.encoder):
+        frames = encoder_frames(paths.encoder)
+    with reading(paths.adapter):
+        plan = plan_adapter(paths.adapter, paths.backbone, trust_adapter_code, frames)
     config = plan.config if canvas_length is None else replace(plan.config, canvas_length=canvas_length)
-    tokenizer = load_tokenizer(paths.backbone)
+    with reading(paths.backbone):
+        tokenizer = load_tokenizer(paths.backbone)
     check_prompt(tokenizer, config, str(paths.adapter))
     return plan, config, tokenizer
 

@@ -106,7 +106,7 @@ def test_bad_audio_then_next_request_works(server, case):
         ({"denoising_steps": "100"}, 400, "invalid_value", "denoising_steps",
          "denoising_steps must be between 1 and 64, got 100"),
         ({"denoising_steps": "0"}, 400, "invalid_value", "denoising_steps", "got 0"),
-        ({"model": "whisper-1"}, 404, "model_not_found", "model", "whisper-1"),
+        ({"model": "whisper-9"}, 404, "model_not_found", "model", "whisper-9"),
     ],
 )
 def test_bad_parameters_then_next_request_works(server, fields, status, code, param, fragment):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 
@@ -86,6 +85,5 @@ def test_sigterm_turns_readiness_503_and_finishes_requests_in_flight(stopping_se
     assert ready == 503
     worker.join(timeout=60)
     assert outcome["r"].status_code == 200  # sent before the signal or during the grace period: served
-    # uvicorn re-raises the signal after its graceful shutdown, so the exit status is SIGTERM's.
-    assert server.process.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert server.process.wait(timeout=60) == 0  # a clean drain is a clean exit
     assert "draining" in server.log_text()
