@@ -21,7 +21,7 @@ from app.api.auth import key_is_valid, presented_key
 from app.api.deps import Runtime
 from app.api.realtime_events import SessionConfig
 from app.api.realtime_session import ENCODING, RealtimeSession, error_and_close
-from app.api.stream import _sessions, _splitter, new_frame_vad
+from app.api.stream import new_frame_vad, origin_allowed, span_splitter, stream_sessions
 from app.api.stream_session import POLICY, TRY_LATER, Refused
 from app.audio.resample import SAMPLE_RATE
 from app.audio.segmenter import StreamSegmenter
@@ -63,8 +63,12 @@ def authorized(keys: Sequence[str], headers: Mapping[str, str], query: Mapping[s
 
 
 def admit(websocket: WebSocket, runtime: Runtime, offered: Sequence[str]) -> SessionConfig:
-    """Authentication, intent and model, readiness, capacity (in that order); raises `Refused`."""
+    """Origin, authentication, intent and model, readiness, capacity (in that order); raises `Refused`."""
     settings, query = runtime.settings, websocket.query_params
+    origin = websocket.headers.get("origin")
+    if not origin_allowed(origin, websocket.headers.get("host"), settings.server.cors_origins):
+        raise Refused("origin_not_allowed", f"Connections from the origin {origin[:100]!r} are not allowed; "
+                      "the server lists allowed origins in ASR_CORS_ORIGINS.", POLICY)
     if not authorized(settings.server.api_keys, websocket.headers, query, offered):
         raise Refused("invalid_api_key", "Missing or invalid API key: send 'Authorization: Bearer <key>' or the "
                       f"'{KEY_SUBPROTOCOL}<key>' subprotocol.", POLICY)
@@ -74,10 +78,10 @@ def admit(websocket: WebSocket, runtime: Runtime, offered: Sequence[str]) -> Ses
     if not runtime.ready():
         raise Refused("not_ready", "The model is loading or the server is shutting down; retry shortly.", TRY_LATER)
     model = runtime.engine.model_name
-    if query.get("model") not in (None, "", model):
+    if query.get("model") not in (None, "", model, *settings.server.model_aliases):
         raise Refused("model_not_found", f"The model {query.get('model')!r} does not exist; this server serves "
                       f"{model!r}.", POLICY)
-    if len(_sessions(websocket.app)) >= settings.stream.max_sessions:
+    if len(stream_sessions(websocket.app)) >= settings.stream.max_sessions:
         runtime.metrics.rejected.labels(reason="streams_full").inc()
         raise Refused("overloaded", f"All {settings.stream.max_sessions} streaming sessions are in use; "
                       "retry shortly.", TRY_LATER)
@@ -111,7 +115,7 @@ async def refuse(websocket: WebSocket, refusal: Refused, subprotocol: str | None
 @contextmanager
 def session_slot(app: FastAPI, runtime: Runtime) -> Iterator[None]:
     """Hold one place in the pool of streaming sessions (shared with `/v1/audio/stream`) and its gauge."""
-    sessions, ticket = _sessions(app), uuid.uuid4().hex
+    sessions, ticket = stream_sessions(app), uuid.uuid4().hex
     sessions.add(ticket)
     runtime.metrics.active_streams.inc()
     try:
@@ -138,7 +142,7 @@ async def realtime(websocket: WebSocket) -> None:
             await websocket.accept(subprotocol=subprotocol)
             buffer = await asyncio.to_thread(new_buffer, app, runtime, config)
             session = RealtimeSession(websocket, runtime, config, buffer,
-                                      lambda c: new_buffer(app, runtime, c), _splitter(app, runtime))
+                                      lambda c: new_buffer(app, runtime, c), span_splitter(app, runtime))
             close = await session.run()
             log.info("realtime %s closed %d (%s): %.1f s of audio, %d items", session.session_id, close.code,
                      close.reason, session.buffer.total / SAMPLE_RATE, session.finals_sent)

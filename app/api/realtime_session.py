@@ -31,7 +31,9 @@ from app.api.realtime_events import (
     G711_LAWS, BadEvent, SessionConfig, apply_update, error_event, event, milliseconds, new_id,
     parse_session_update, session_object,
 )
-from app.api.stream_session import INTERNAL, NORMAL, ClientGone, Close, StreamParams, StreamSession
+from app.api.stream_session import (
+    INTERNAL, NORMAL, ClientGone, Close, StreamParams, StreamSession, bracket_depth,
+)
 from app.audio.resample import SAMPLE_RATE
 from app.audio.g711 import to_pcm16
 from app.audio.segmenter import Cut
@@ -45,6 +47,8 @@ MIN_COMMIT_SAMPLES = SAMPLE_RATE // 10
 """OpenAI refuses to commit less than 100 ms of audio; so does this server."""
 ENCODING = "pcm_s16le"
 """What the buffer reads: PCM16 as sent, or expanded from G.711."""
+MAX_EVENT_DEPTH = 8
+"""The deepest event of the protocol (session.update's turn detection) nests 5 levels: room to spare, no more."""
 
 BufferFactory = Callable[[SessionConfig], StreamBuffer]
 """Blocking: a fresh buffer for a configuration (run in a thread)."""
@@ -84,6 +88,7 @@ def joined(segments: list[Segment]) -> Segment:
     cut = Cut(first.start, last.end, speech[0].speech_start if speech else None,
               speech[-1].speech_end if speech else None, "commit")
     return Segment(cut, np.concatenate([s.samples for s in segments]))
+
 
 
 class RealtimeSession(StreamSession):
@@ -142,6 +147,8 @@ class RealtimeSession(StreamSession):
         if text is None:
             raise BadEvent("invalid_event", "Binary frames are not part of the Realtime protocol; send audio as "
                            "base64 in input_audio_buffer.append events.")
+        if bracket_depth(text) > MAX_EVENT_DEPTH:  # checked before parsing: json.loads recurses per level
+            raise BadEvent("invalid_json", f"Events nest at most {MAX_EVENT_DEPTH} levels deep.")
         try:
             message = json.loads(text)
         except ValueError:
@@ -166,7 +173,8 @@ class RealtimeSession(StreamSession):
     async def _update(self, message: dict[str, Any]) -> None:
         update = parse_session_update(message.get("session"))
         given = update.audio.input.transcription if update.audio and update.audio.input else None
-        if given is not None and given.model not in (None, self.engine.model_name):
+        if given is not None and given.model not in (None, self.engine.model_name,
+                                                     *self.runtime.settings.server.model_aliases):
             raise BadEvent("model_not_found", f"The model {given.model!r} does not exist; this server serves "
                            f"{self.engine.model_name!r}.", "session.audio.input.transcription.model")
         config = apply_update(self.config, update)

@@ -53,7 +53,8 @@ def parse_params(query: Mapping[str, str], resolver: RequestResolver) -> StreamP
                         drafts=parsed.drafts)
 
 
-def _sessions(app: FastAPI) -> set[str]:
+def stream_sessions(app: FastAPI) -> set[str]:
+    """The tickets of the open streaming sessions (both WebSocket protocols share `ASR_STREAM_MAX_SESSIONS`)."""
     if not hasattr(app.state, "stream_sessions"):
         app.state.stream_sessions = set()
     return app.state.stream_sessions
@@ -81,14 +82,15 @@ def admit(websocket: WebSocket, runtime: Runtime) -> StreamParams:
     if not runtime.ready():
         raise Refused("not_ready", "The model is loading or the server is shutting down; retry shortly.", TRY_LATER)
     params = parse_params(websocket.query_params, runtime.resolver)
-    if len(_sessions(websocket.app)) >= settings.stream.max_sessions:
+    if len(stream_sessions(websocket.app)) >= settings.stream.max_sessions:
         runtime.metrics.rejected.labels(reason="streams_full").inc()
         raise Refused("overloaded", f"All {settings.stream.max_sessions} streaming sessions are in use; "
                       "retry shortly.", TRY_LATER)
     return params
 
 
-def _splitter(app: FastAPI, runtime: Runtime) -> SpanSplitter:
+def span_splitter(app: FastAPI, runtime: Runtime) -> SpanSplitter:
+    """The app's one splitter of committed spans into windows (built on first use)."""
     if getattr(app.state, "stream_splitter", None) is None:
         app.state.stream_splitter = SpanSplitter(runtime.vad, runtime.settings.server.decode_threads)
     return app.state.stream_splitter
@@ -121,13 +123,13 @@ async def stream_audio(websocket: WebSocket) -> None:
     except Refused as refusal:
         await error_and_close(websocket, refusal, accept=True)
         return
-    sessions, ticket = _sessions(websocket.app), uuid.uuid4().hex
+    sessions, ticket = stream_sessions(websocket.app), uuid.uuid4().hex
     sessions.add(ticket)  # no await since the capacity check, so concurrent handshakes cannot overshoot
     runtime.metrics.active_streams.inc()
     try:
         await websocket.accept()
         buffer = await asyncio.to_thread(_new_buffer, websocket.app, runtime, params)
-        session = StreamSession(websocket, runtime, params, buffer, _splitter(websocket.app, runtime))
+        session = StreamSession(websocket, runtime, params, buffer, span_splitter(websocket.app, runtime))
         close = await session.run()
         log.info("stream %s closed %d (%s): %.1f s of audio, %d finals", session.id, close.code, close.reason,
                  buffer.total / SAMPLE_RATE, session.finals_sent)

@@ -287,7 +287,7 @@ class StreamSession:
         await error_and_close(self.ws, Refused("internal_error", "Internal server error.", INTERNAL))
 
 
-def _nesting(text: str) -> int:
+def bracket_depth(text: str) -> int:
     """Deepest bracket nesting of `text` (brackets inside strings count too: an upper bound is enough)."""
     depth = deepest = 0
     for char in text:
@@ -302,7 +302,7 @@ def _nesting(text: str) -> int:
 def parse_control(text: str) -> object:
     """The JSON value of a control frame, or None when it is not JSON, too long or nested too deep (checked
     before parsing, so no frame can make the parser recurse without bound)."""
-    if len(text) > MAX_CONTROL_CHARS or _nesting(text) > MAX_CONTROL_DEPTH:
+    if len(text) > MAX_CONTROL_CHARS or bracket_depth(text) > MAX_CONTROL_DEPTH:
         return None
     try:
         return json.loads(text)

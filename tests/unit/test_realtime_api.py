@@ -191,7 +191,7 @@ def test_a_long_manual_buffer_is_one_item(served):
     ('{"type": "session.update", "session": {"type": "transcription", "audio": {"input": {"transcription": '
      '{"language": "xx"}}}}}', "unsupported_language", "session.audio.input.transcription.language"),
     ('{"type": "session.update", "session": {"type": "transcription", "audio": {"input": {"transcription": '
-     '{"model": "whisper-1"}}}}}', "model_not_found", "session.audio.input.transcription.model"),
+     '{"model": "whisper-9"}}}}}', "model_not_found", "session.audio.input.transcription.model"),
 ])
 def test_a_bad_event_gets_an_error_event_and_the_session_goes_on(served, sent, code, param):
     client, _ = served
@@ -309,3 +309,27 @@ def test_limits_complete_committed_items_drop_the_rest_and_close_1000():
         assert (code, reason) == (1000, "session audio limit reached")
         assert [e["error"]["code"] for e in events if e["type"] == "error"] == ["session_audio_limit"]
         assert [e["type"] for e in events].count("conversation.item.input_audio_transcription.completed") == 1
+
+
+def test_a_deeply_nested_event_is_invalid_json_and_the_session_goes_on(served):
+    client, _ = served
+    with client.websocket_connect(URL) as ws:
+        receive(ws)
+        ws.send_text('{"type": "session.update", "session": ' + "[" * 5000 + "]" * 5000 + "}")
+        error = receive(ws)
+        assert error["error"]["code"] == "invalid_json" and "8 levels" in error["error"]["message"]
+        assert update(ws, {})["type"] == "session.updated"  # still serving
+
+
+def test_origins_and_model_aliases_as_the_other_endpoints_check_them():
+    client, _ = make_client(cors_origins="https://app.example")
+    with client:
+        error, code = refused(client, URL, headers={"Origin": "https://evil.example"})
+        assert error["error"]["code"] == "origin_not_allowed" and code == 1008
+        for origin in ("https://app.example", "http://testserver"):  # a listed origin, the server's own
+            with client.websocket_connect(URL, headers={"Origin": origin}) as ws:
+                assert receive(ws)["type"] == "session.created"
+        with client.websocket_connect(f"{URL}&model=whisper-1") as ws:  # the default alias
+            assert receive(ws)["type"] == "session.created"
+            updated = update(ws, {"audio": {"input": {"transcription": {"model": "whisper-1"}}}})
+            assert updated["type"] == "session.updated"
