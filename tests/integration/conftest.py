@@ -79,7 +79,8 @@ class ServerProcess:
         return self.process.returncode
 
 
-def _serve(model_dir: Path | None, tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str]):
+def serve_process(model_dir: Path | None, tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str]):
+    """A real server for a fixture: started, awaited until ready, stopped afterwards."""
     server = ServerProcess(model_dir, env, tmp_path_factory.mktemp("server") / f"{name}.log")
     try:
         server.wait_ready()
@@ -91,7 +92,7 @@ def _serve(model_dir: Path | None, tmp_path_factory: pytest.TempPathFactory, nam
 @pytest.fixture(scope="session")
 def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The main server: no keys, small upload (2 MB) and duration (30 s) limits, failure injection on."""
-    yield from _serve(tiny_model_dir, tmp_path_factory, "main", {
+    yield from serve_process(tiny_model_dir, tmp_path_factory, "main", {
         "ASR_MAX_UPLOAD_MB": "2", "ASR_MAX_AUDIO_SECONDS": "30", "ASR_FAULT_INJECTION_PROMPT": FAULT_PROMPT,
     })
 
@@ -99,14 +100,14 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 @pytest.fixture(scope="session")
 def keyed_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server that requires one of `API_KEYS`."""
-    yield from _serve(tiny_model_dir, tmp_path_factory, "keyed", {"ASR_API_KEYS": ",".join(API_KEYS)})
+    yield from serve_process(tiny_model_dir, tmp_path_factory, "keyed", {"ASR_API_KEYS": ",".join(API_KEYS)})
 
 
 @pytest.fixture()
 def stopping_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server of its own for a test that shuts it down: keys as `keyed_server`, and after SIGTERM it keeps
     serving 5 s with readiness 503."""
-    yield from _serve(tiny_model_dir, tmp_path_factory, "stopping", {
+    yield from serve_process(tiny_model_dir, tmp_path_factory, "stopping", {
         "ASR_API_KEYS": ",".join(API_KEYS), "ASR_SHUTDOWN_GRACE_S": "5",
     })
 
@@ -115,7 +116,7 @@ def stopping_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
 def limited_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One row at a time, one queued job, an 8 s deadline, and jobs that hold at a step boundary: easy to fill,
     easy to time out, on any CPU (the deadline leaves a slow machine seconds to spare before a held job ends)."""
-    yield from _serve(tiny_model_dir, tmp_path_factory, "limited", {
+    yield from serve_process(tiny_model_dir, tmp_path_factory, "limited", {
         "ASR_MAX_QUEUE": "1", "ASR_MAX_BATCH_SIZE": "1", "ASR_REQUEST_TIMEOUT_S": "8", "ASR_HOLD_PROMPT": HOLD_PROMPT,
     })
 
@@ -124,7 +125,7 @@ def limited_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
 def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server started as the README starts it: no model configured, so the embedded default (with its
     cache directory in the test's temporary tree)."""
-    yield from _serve(None, tmp_path_factory, "default", {"ASR_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))})
+    yield from serve_process(None, tmp_path_factory, "default", {"ASR_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))})
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import socket
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
 
 from tests.integration.conftest import API_KEYS, ServerProcess
 

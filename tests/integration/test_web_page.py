@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import SHARED_AUDIO
-from tests.integration.conftest import ServerProcess
+from tests.integration.conftest import ServerProcess, serve_process
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +44,7 @@ document.addEventListener("DOMContentLoaded", () => {
 @pytest.fixture(scope="module")
 def page_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server of this module's own that requires a key (the page sends it as a header and as `api_key`)."""
-    server = ServerProcess(tiny_model_dir, {"ASR_API_KEYS": KEY}, tmp_path_factory.mktemp("page") / "server.log")
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    yield from serve_process(tiny_model_dir, tmp_path_factory, "page", {"ASR_API_KEYS": KEY})
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from app.audio.vad import AudioWindow
-from app.model.backbone import prefill, prefill_many, prompt_embeddings
+from app.model.backbone import prefill, prefill_many
 from app.model.denoiser import denoise_all
 from app.results import DecodeOptions
 

@@ -14,23 +14,12 @@ from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 from starlette.websockets import WebSocketDisconnect
 
-from app.api.app import LoadedModel, create_app
-from app.config import Settings
 from app.engine.errors import QueueFullError
-from tests.unit.test_stream_api import FakeEngine, FakeVad
-from tests.unit.test_stream_segmenter import EnergyVad
+from tests.unit.test_stream_api import make_client
 
 URL = "/v1/realtime?intent=transcription"
 KEY = "realtime-unit-key"
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
-
-
-def make_client(**overrides) -> tuple[TestClient, FakeEngine]:
-    engine = FakeEngine()
-    loader = lambda s, observer: LoadedModel(engine=engine, vad=FakeVad(), info={"model": "fake-model"})  # noqa: E731
-    app = create_app(Settings.flat(**{"stream_max_sessions": 2, **overrides}), loader=loader)
-    app.state.stream_vad_factory = EnergyVad
-    return TestClient(app), engine
 
 
 @pytest.fixture(scope="module")
