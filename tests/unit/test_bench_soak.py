@@ -6,8 +6,10 @@ import os
 
 import pytest
 
+from app.bench.server import LoadResult
 from app.bench.soak import (
-    MAX_RSS_GROWTH_PCT, Clip, ResultBook, RssSamples, parse_vm_rss_kib, read_rss_kib, request_plan, verdict,
+    MAX_RSS_GROWTH_PCT, Clip, ResultBook, RssSamples, parse_vm_rss_kib, read_rss_kib, request_plan, soak_summary,
+    verdict,
 )
 
 STATUS = "Name:\tpython\nVmPeak:\t  812340 kB\nVmRSS:\t  654321 kB\nRssAnon:\t  600000 kB\nThreads:\t9\n"
@@ -71,3 +73,15 @@ def test_requests_alternate_plain_and_streamed_over_every_clip():
     plan = [(clip.name, streamed) for clip, streamed in (request_plan(i, clips) for i in range(6))]
     assert plan == [("a", False), ("a", True), ("b", False), ("b", True), ("c", False), ("c", True)]
     assert request_plan(6, clips)[0].name == "a"
+
+
+def test_a_run_with_one_differing_answer_fails_and_says_for_which_clip():
+    book = ResultBook()
+    for text in ("hello world", "hello world", "hello there"):
+        book.record("en.wav", body(text))
+    book.record("de.wav", body("guten tag"))
+    load = LoadResult(label="soak", wall_s=2.0, latencies_s=[0.5, 0.5, 0.5, 0.5], audio_s=10.0)
+    s = soak_summary(load, book, RssSamples([(0.0, 1000), (2.0, 1000)]), warmup_s=1.0)
+    assert s["requests_ok"] == 4 and s["requests_per_s"] == 2.0
+    assert s["distinct_results_per_clip"] == {"de.wav": 1, "en.wav": 2}
+    assert s["failures"] == ["differing results for en.wav"]
