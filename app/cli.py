@@ -1,5 +1,5 @@
 """`diffusion-asr serve | transcribe | stream | make-checkpoint | inspect-adapter | import-adapter |
-convert-encoder | train | eval`, and the benchmarks `bench | bench-steps | bench-vocab | bench-prefill |
+convert-encoder | train | eval`, and the benchmarks `bench | bench-soak | bench-steps | bench-vocab | bench-prefill |
 bench-engine | bench-encoder`."""
 
 from __future__ import annotations
@@ -181,6 +181,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def _cmd_bench_soak(args: argparse.Namespace) -> int:
+    """Start the server, hold a long concurrent load on it, and check errors, identical results and memory."""
+    from app.bench.soak import main as soak_main
+
+    return soak_main(args)
+
+
 def _cmd_stream(args: argparse.Namespace) -> int:
     """Stream a file to a running server over WebSocket and print partials and finals as they come."""
     from app.bench.stream import stream_command
@@ -305,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     _bench_arguments(p)
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("bench-soak", help="start the server and hold N clients on it for D seconds: errors, "
+                                          "identical results, memory growth")
+    from app.bench.soak import add_arguments as _soak_arguments
+
+    _soak_arguments(p)
+    p.set_defaults(func=_cmd_bench_soak)
 
     p = sub.add_parser("stream", help="stream a file to a running server over WebSocket, printing transcripts")
     p.add_argument("file")
