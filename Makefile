@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test system-deps venv clean
+.PHONY: run test system-deps venv clean training-deps
 
 # espeak-ng synthesises the test and training speech; ffmpeg is handy for manual checks; chromium runs the
 # web page's tests (driven by the `playwright` package, which downloads no browser of its own); prometheus
@@ -31,6 +31,16 @@ $(STAMP): pyproject.toml requirements/whisper-base.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Training only, not on `make test`'s path (about 250 MB of data, plus libreoffice-common that the help packs need):
+# the natural-sentence sources of `diffusion-asr corpus` and SVOX Pico's voices (Debian non-free, needs the
+# non-free component in apt's sources); docs/training-data.md lists them with their licences.
+TRAINING_PACKAGES := fortunes fortunes-de fortunes-es fillets-ng-data libreoffice-help-de libreoffice-help-fr \
+	libreoffice-help-es libreoffice-help-hi libreoffice-help-zh-cn libttspico-utils
+
+training-deps: system-deps
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		$(TRAINING_PACKAGES) >/dev/null
 
 run: system-deps venv
 	$(BIN)/diffusion-asr serve

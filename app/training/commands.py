@@ -65,8 +65,34 @@ def _cmd_lexicon(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_corpus(args: argparse.Namespace) -> int:
+    from app.languages import SUPPORTED_LANGUAGES
+    from app.training.corpus import build_corpus
+
+    try:
+        manifest = build_corpus(args.out, args.languages or SUPPORTED_LANGUAGES, dev_fraction=args.dev_fraction,
+                                eval_fraction=args.eval_fraction)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for lang, counts in manifest["counts"].items():
+        print(f"{lang}: train {counts['train']}, dev {counts['dev']}, eval {counts['eval']}")
+    return 0
+
+
 def register(subparsers) -> None:
-    """Add `train`, `eval` and `lexicon` to the `diffusion-asr` subcommands."""
+    """Add `train`, `eval`, `lexicon` and `corpus` to the `diffusion-asr` subcommands."""
+    p = subparsers.add_parser(
+        "corpus", help="natural sentences from installed Debian text packages, split train/dev/eval",
+        description="Reads the packages of `make training-deps`, cleans and de-duplicates their sentences and "
+                    "writes OUT/<lang>/{train,dev,eval}.txt and OUT/manifest.json (docs/training-data.md).",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/corpus"))
+    p.add_argument("--languages", nargs="+", default=None, help="default: all six")
+    p.add_argument("--dev-fraction", type=float, default=0.05)
+    p.add_argument("--eval-fraction", type=float, default=0.05)
+    p.set_defaults(func=_cmd_corpus)
+
     p = subparsers.add_parser(
         "train", help="train the small default model on synthetic speech (CPU)",
         description="Every option left out takes the shipped recipe's value (app/training/config.py TrainConfig).",
