@@ -80,6 +80,21 @@ def _cmd_corpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_speech(args: argparse.Namespace) -> int:
+    from app.languages import SUPPORTED_LANGUAGES
+    from app.training.data import generate_dataset
+
+    try:
+        dest = generate_dataset(args.out, list(args.languages or SUPPORTED_LANGUAGES), args.per_lang, args.seed,
+                                args.split, workers=args.workers, max_seconds=args.max_seconds,
+                                corpus_dir=args.corpus, engines=tuple(args.engines))
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {dest}")
+    return 0
+
+
 def register(subparsers) -> None:
     """Add `train`, `eval`, `lexicon` and `corpus` to the `diffusion-asr` subcommands."""
     p = subparsers.add_parser(
@@ -92,6 +107,23 @@ def register(subparsers) -> None:
     p.add_argument("--dev-fraction", type=float, default=0.05)
     p.add_argument("--eval-fraction", type=float, default=0.05)
     p.set_defaults(func=_cmd_corpus)
+
+    p = subparsers.add_parser(
+        "speech", help="synthesize a dataset split from the corpus: rotated voices, room, noise, telephone, gain",
+        description="Writes OUT/SPLIT/shard-*.npz and manifest.json in the format `train` reads; each clip's "
+                    "voice and effects are a pure function of (seed, split, language, index).",
+    )
+    p.add_argument("--corpus", type=Path, default=Path("runs/corpus"), help="written by `diffusion-asr corpus`")
+    p.add_argument("--out", type=Path, default=Path("runs/natural/data"))
+    p.add_argument("--split", choices=("train", "eval"), default="train")
+    p.add_argument("--per-lang", type=int, default=100, help="clips per language (sentences repeat if fewer)")
+    p.add_argument("--languages", nargs="+", default=None, help="default: all six")
+    p.add_argument("--engines", nargs="+", choices=("espeak", "pico"), default=["espeak", "pico"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--max-seconds", type=float, default=10.0,
+                   help="longer clips are shortened word by word (the encoder window)")
+    p.set_defaults(func=_cmd_speech)
 
     p = subparsers.add_parser(
         "train", help="train the small default model on synthetic speech (CPU)",

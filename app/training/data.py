@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.training import synth, texts
+from app.training import corpus, degrade, synth, texts, voices
 
 GENERATOR_VERSION = "1"
 SHARD_SIZE = 2000
@@ -46,6 +46,9 @@ class _Task:
     index: int
     text: str
     max_samples: int
+    # Empty: the original recipe (espeak-ng, `synth.augment`); else natural-speech rendering with these engines
+    # rotated per clip and `degrade`'s room, noise, telephone and gain.
+    engines: tuple[str, ...] = ()
 
 
 def clip_rng(seed: int, split: str, lang: str, index: int) -> np.random.Generator:
@@ -60,10 +63,20 @@ def clip_rng(seed: int, split: str, lang: str, index: int) -> np.random.Generato
     return np.random.default_rng(np.random.SeedSequence(entropy))
 
 
-def split_sentences(lang: str, split: str, n: int, seed: int, eval_reserve: int = EVAL_RESERVE) -> list[str]:
-    """The `n` sentences for (lang, split, seed); train never contains the eval reserve."""
+def split_sentences(lang: str, split: str, n: int, seed: int, eval_reserve: int = EVAL_RESERVE,
+                    corpus_dir: Path | None = None) -> list[str]:
+    """The `n` sentences for (lang, split, seed); train never contains the eval reserve.
+
+    With `corpus_dir` they are the corpus's split (`diffusion-asr corpus`; eval is its held-out split), repeated
+    in order when `n` exceeds it: a repeated sentence is a new clip index, so it gets another voice and room.
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if corpus_dir is not None:
+        pool = corpus.load_split(corpus_dir, lang, split)
+        if not pool:
+            raise ValueError(f"the corpus at {corpus_dir} has no {lang} {split} sentences")
+        return [pool[i % len(pool)] for i in range(n)]
     if split == "eval":
         if n > eval_reserve:
             raise ValueError(f"eval n_per_lang={n} exceeds the reserve of {eval_reserve} held out from training")
@@ -83,13 +96,24 @@ def _render(task: _Task) -> tuple[str, str, np.ndarray | None, bool]:
     text, shortened = task.text, False
     while text:
         # A fresh RNG per attempt keeps the voice, speed and pitch of the shortened retry.
-        audio = synth.synthesize(text, task.lang, clip_rng(task.seed, task.split, task.lang, task.index))
+        rng = clip_rng(task.seed, task.split, task.lang, task.index)
+        audio = render_natural(text, task.lang, rng, task.engines) if task.engines else \
+            synth.synthesize(text, task.lang, rng)
         if audio.size == 0:
             return task.lang, text, None, shortened
         if audio.size <= task.max_samples:
             return task.lang, text, audio.astype(np.float16), shortened
         text, shortened = _shorten(text, task.lang), True
     return task.lang, task.text, None, shortened
+
+
+def render_natural(text: str, lang: str, rng: np.random.Generator, engines: tuple[str, ...]) -> np.ndarray:
+    """One clip of the natural-speech recipe: a voice drawn from `engines`, then `degrade`; empty when the
+    engine spoke nothing audible (under 50 ms)."""
+    speech = voices.speak(text, voices.draw_voice(lang, rng, engines))
+    if speech.size < synth.SAMPLE_RATE // 20:
+        return np.zeros(0, np.float32)
+    return degrade.degrade(speech, rng)
 
 
 def _write_shard(path: Path, clips: list[tuple[str, str, np.ndarray]]) -> None:
@@ -124,12 +148,15 @@ def generate_dataset(
     max_seconds: float = 8.0,
     shard_size: int = SHARD_SIZE,
     eval_reserve: int = EVAL_RESERVE,
+    corpus_dir: Path | None = None,
+    engines: tuple[str, ...] = (),
 ) -> Path:
     """Synthesize `n_per_lang` clips per language into `out_dir/split`; returns that directory.
 
     Clips are interleaved across languages so every shard is mixed. Over-long clips are
     shortened word by word until they fit `max_seconds`; clips espeak-ng cannot speak are
-    skipped and counted in the manifest.
+    skipped and counted in the manifest. With `corpus_dir` the sentences are the corpus's natural ones; with
+    `engines` each clip is rendered by `render_natural` (voices rotated over those engines, `degrade`).
     """
     synth.espeak_binary()  # fail fast, before spawning workers
     dest = Path(out_dir) / split
@@ -137,9 +164,12 @@ def generate_dataset(
     for stale in [*dest.glob("shard-*.npz"), dest / MANIFEST]:
         stale.unlink(missing_ok=True)  # never mix shards from an earlier run
     max_samples = int(max_seconds * synth.SAMPLE_RATE)
-    sentences = {lang: split_sentences(lang, split, n_per_lang, seed, eval_reserve) for lang in langs}
+    if "pico" in engines:
+        voices.pico_binary()
+    sentences = {lang: split_sentences(lang, split, n_per_lang, seed, eval_reserve, corpus_dir) for lang in langs}
     tasks = [
-        _Task(seed, split, lang, i, sentences[lang][i], max_samples) for i in range(n_per_lang) for lang in langs
+        _Task(seed, split, lang, i, sentences[lang][i], max_samples, tuple(engines))
+        for i in range(n_per_lang) for lang in langs
     ]
     counts: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
@@ -181,22 +211,51 @@ def generate_dataset(
         "audio_dtype": "float16",
         "max_seconds": max_seconds,
         "shards": shards,
-        "voices": {lang: synth.VOICES[lang] for lang in langs},
-        "augmentation": {
-            "speed_wpm": synth.SPEED_WPM, "pitch": synth.PITCH, "gain_db": synth.GAIN_DB,
-            "snr_db": synth.SNR_DB, "noise": "white or pink", "silence_s": synth.SILENCE_S,
-        },
-        "text_source": {
-            "source": texts.TEXT_SOURCE,
-            "vocab_size": {lang: texts.DEFAULT_VOCAB[lang] for lang in langs},
-            "words_per_sentence": [texts.DEFAULT_MIN_WORDS, texts.DEFAULT_MAX_WORDS],
-            "eval_reserve": eval_reserve,
-        },
+        **(_natural_manifest(langs, engines) if engines else _original_manifest(langs)),
+        "text_source": _text_source(langs, eval_reserve, corpus_dir),
         "espeak_version": synth.espeak_version(),
     }
     # Written last: a directory without a manifest is an interrupted run, not a dataset.
     (dest / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
     return dest
+
+
+def _original_manifest(langs: list[str]) -> dict:
+    """Voices and augmentation of the original recipe."""
+    return {
+        "voices": {lang: synth.VOICES[lang] for lang in langs},
+        "augmentation": {
+            "speed_wpm": synth.SPEED_WPM, "pitch": synth.PITCH, "gain_db": synth.GAIN_DB,
+            "snr_db": synth.SNR_DB, "noise": "white or pink", "silence_s": synth.SILENCE_S,
+        },
+    }
+
+
+def _text_source(langs: list[str], eval_reserve: int, corpus_dir: Path | None) -> dict:
+    """Where the sentences came from: the corpus (with its manifest), or wordfreq's random word strings."""
+    if corpus_dir is not None:
+        path = Path(corpus_dir) / corpus.MANIFEST
+        return {"corpus": str(corpus_dir),
+                "corpus_manifest": json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None}
+    return {
+        "source": texts.TEXT_SOURCE,
+        "vocab_size": {lang: texts.DEFAULT_VOCAB[lang] for lang in langs},
+        "words_per_sentence": [texts.DEFAULT_MIN_WORDS, texts.DEFAULT_MAX_WORDS],
+        "eval_reserve": eval_reserve,
+    }
+
+
+def _natural_manifest(langs: list[str], engines: tuple[str, ...]) -> dict:
+    """Voices and augmentation of the natural-speech recipe."""
+    return {
+        "engines": list(engines),
+        "voices": {lang: {"espeak": synth.VOICES[lang] if "espeak" in voices.engines_for(lang, engines) else [],
+                          "pico": list(voices.PICO_VOICES.get(lang, ())) if "pico" in engines else []}
+                   for lang in langs},
+        "voice_ranges": {"espeak": {"speed_wpm": synth.SPEED_WPM, "pitch": synth.PITCH},
+                         "pico": {"speed_pct": voices.PICO_SPEED, "pitch_pct": voices.PICO_PITCH}},
+        "augmentation": degrade.DegradeSpec().as_dict(),
+    }
 
 
 class ClipDataset:

@@ -139,7 +139,7 @@ def trim_silence(x: np.ndarray, rel_db: float = -50.0) -> np.ndarray:
     return x[loud[0] : loud[-1] + 1] if loud.size else x[:0]
 
 
-def _pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     """1/f-power noise by shaping white noise in the frequency domain."""
     size = 1 << max(n - 1, 1).bit_length()  # a power of two: arbitrary FFT sizes can be slow
     spec = np.fft.rfft(rng.standard_normal(size))
@@ -155,7 +155,7 @@ def augment(speech: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE)
     lead, trail = (int(rng.uniform(*SILENCE_S) * sr) for _ in range(2))
     speech = speech.astype(np.float64) * (_REF_PEAK / max(float(np.abs(speech).max()), 1e-9))
     x = np.concatenate([np.zeros(lead), speech, np.zeros(trail)])
-    noise = _pink_noise(x.size, rng) if rng.random() < 0.5 else rng.standard_normal(x.size)
+    noise = pink_noise(x.size, rng) if rng.random() < 0.5 else rng.standard_normal(x.size)
     # SNR against the speech itself, not the padded clip, so silence length does not change it.
     speech_power = float(np.mean(speech**2)) or 1e-12
     noise_power = float(np.mean(noise**2)) or 1e-12

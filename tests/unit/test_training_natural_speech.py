@@ -1,0 +1,108 @@
+"""Voice rotation, waveform augmentation and the natural-speech dataset recipe (`diffusion-asr speech`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.training import degrade, synth, voices
+from app.training.commands import main as training_main
+from app.training.data import clip_rng, load_dataset
+
+needs_engines = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("pico2wave") is None,
+    reason="install espeak-ng and libttspico-utils (make training-deps)",
+)
+
+
+def _band_energy(x: np.ndarray, lo: float, hi: float) -> float:
+    power = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(x.size, 1 / synth.SAMPLE_RATE)
+    return float(power[(freqs >= lo) & (freqs < hi)].sum())
+
+
+def test_voice_draw_is_a_function_of_the_clip_seed() -> None:
+    draws = [voices.draw_voice("en", clip_rng(0, "train", "en", i)) for i in range(200)]
+    assert draws == [voices.draw_voice("en", clip_rng(0, "train", "en", i)) for i in range(200)]
+    engines = {d.engine for d in draws}
+    assert engines == {"espeak", "pico"}
+    # Engines are drawn first, so Pico's two voices get about half the clips, not 2 in 98.
+    assert 70 <= sum(d.engine == "pico" for d in draws) <= 130
+    assert len({d.voice for d in draws if d.engine == "espeak"}) > 30
+    pico = [d for d in draws if d.engine == "pico"]
+    assert all(voices.PICO_SPEED[0] <= d.speed <= voices.PICO_SPEED[1] for d in pico)
+    assert len({d.pitch for d in pico}) > 10
+
+
+def test_languages_pico_does_not_speak_use_espeak_only() -> None:
+    assert voices.engines_for("hi") == ("espeak",) and voices.engines_for("zh") == ("espeak",)
+    assert {voices.draw_voice("zh", clip_rng(1, "train", "zh", i)).engine for i in range(20)} == {"espeak"}
+    with pytest.raises(ValueError, match="speaks"):
+        voices.draw_voice("hi", np.random.default_rng(0), ("pico",))
+
+
+def test_noise_lands_at_the_requested_snr() -> None:
+    rng = np.random.default_rng(3)
+    speech = np.sin(np.arange(16000) * 0.05)
+    power = float(np.mean(speech**2))
+    noisy = degrade.add_noise(speech, rng, 10.0, power)
+    measured = 10 * np.log10(power / np.mean((noisy - speech) ** 2))
+    assert abs(measured - 10.0) < 1e-6
+
+
+def test_telephone_channel_removes_the_bands_outside_300_to_3400_hz() -> None:
+    x = np.random.default_rng(0).standard_normal(16000)
+    y = degrade.telephone(x)
+    assert y.shape == x.shape
+    assert _band_energy(y, 3700, 8000) < 0.01 * _band_energy(x, 3700, 8000)
+    assert _band_energy(y, 0, 250) < 0.01 * _band_energy(x, 0, 250)
+    assert _band_energy(y, 500, 3000) > 0.7 * _band_energy(x, 500, 3000)
+
+
+def test_room_impulse_has_its_direct_to_reverberant_ratio_and_decays() -> None:
+    h = degrade.room_impulse(np.random.default_rng(1), rt60_s=0.5, drr_db=6.0)
+    assert h[0] == 1.0 and h.size == 8000
+    assert abs(10 * np.log10(1.0 / np.sum(h[1:] ** 2)) - 6.0) < 1e-6
+    early, late = np.sum(h[1:800] ** 2), np.sum(h[-800:] ** 2)
+    assert late < early * 1e-3  # 60 dB down over the response, so the last tenth is far quieter
+
+
+def test_degrade_is_deterministic_per_seed_and_never_clips() -> None:
+    speech = np.sin(np.arange(8000) * 0.1).astype(np.float32)
+    spec = degrade.DegradeSpec(reverb_prob=1.0, noise_prob=1.0, telephone_prob=1.0, gain_db=(6.0, 6.0))
+    a = degrade.degrade(speech, np.random.default_rng(5), spec)
+    assert np.array_equal(a, degrade.degrade(speech, np.random.default_rng(5), spec))
+    assert not np.array_equal(a, degrade.degrade(speech, np.random.default_rng(6), spec))
+    assert np.abs(a).max() <= 0.99 + 1e-6
+    plain = degrade.degrade(speech, np.random.default_rng(5), degrade.DegradeSpec(0, noise_prob=0, telephone_prob=0))
+    assert plain.size == a.size and not np.allclose(plain, a)
+
+
+@needs_engines
+def test_speech_command_renders_corpus_sentences_reproducibly(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    for lang, text in (("en", "Are we safe now?"), ("de", "Wer rastet, der rostet.")):
+        (corpus / lang).mkdir(parents=True)
+        (corpus / lang / "train.txt").write_text(f"{text}\n", encoding="utf-8")
+    args = ["speech", "--corpus", str(corpus), "--languages", "en", "de", "--per-lang", "2", "--workers", "1",
+            "--seed", "4"]
+    assert training_main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert training_main([*args, "--out", str(tmp_path / "b")]) == 0
+    first, second = load_dataset(tmp_path / "a" / "train"), load_dataset(tmp_path / "b" / "train")
+    assert [c.text for c in first] == ["Are we safe now?", "Wer rastet, der rostet."] * 2
+    for x, y in zip(first, second):
+        assert np.array_equal(x.audio, y.audio) and x.audio.size > synth.SAMPLE_RATE // 2
+    # The same sentence at two clip indices is two different renderings.
+    assert not np.array_equal(first[0].audio[:4000], first[2].audio[:4000])
+    manifest = json.loads((tmp_path / "a" / "train" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["engines"] == ["espeak", "pico"] and manifest["text_source"]["corpus"] == str(corpus)
+
+
+def test_speech_command_names_a_missing_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert training_main(["speech", "--corpus", str(tmp_path / "none"), "--out", str(tmp_path / "o"),
+                          "--languages", "en", "--per-lang", "1"]) == 2
+    assert "diffusion-asr corpus" in capsys.readouterr().err
