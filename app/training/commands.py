@@ -95,6 +95,27 @@ def _cmd_speech(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_encode_cache(args: argparse.Namespace) -> int:
+    import time
+
+    from app.checkpoint.whisper_base import default_output_dir
+    from app.config import Settings
+    from app.training.encoder_cache import build_encoder_cache
+
+    encoder_dir = args.encoder_dir or default_output_dir(Settings().model.cache_dir)
+    started = time.perf_counter()
+    try:
+        cache = build_encoder_cache(args.data, encoder_dir, args.out, args.window, args.batch_size, args.device,
+                                    progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - started
+    print(f"{args.out}: {len(cache)} clips, {cache.outputs.shape[1]} positions x {cache.outputs.shape[2]} "
+          f"(fp16), {elapsed:.1f} s ({len(cache) / max(elapsed, 1e-9):.1f} clips/s)")
+    return 0
+
+
 def register(subparsers) -> None:
     """Add `train`, `eval`, `lexicon` and `corpus` to the `diffusion-asr` subcommands."""
     p = subparsers.add_parser(
@@ -124,6 +145,20 @@ def register(subparsers) -> None:
     p.add_argument("--max-seconds", type=float, default=10.0,
                    help="longer clips are shortened word by word (the encoder window)")
     p.set_defaults(func=_cmd_speech)
+
+    p = subparsers.add_parser(
+        "encode-cache", help="the frozen whisper-base encoder's outputs of every clip of a dataset, once (fp16)",
+        description="Writes OUT/encoder.npy [clips, positions, 512] float16 and OUT/meta.json; a complete cache of "
+                    "the same dataset, window and encoder is reused.",
+    )
+    p.add_argument("--data", type=Path, required=True, help="a dataset split (written by `speech` or `train`)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--encoder-dir", type=Path, help="converted encoder (default: ASR_CACHE_DIR/whisper-base)")
+    p.add_argument("--window", type=int, choices=(10, 20, 30), default=10, help="encoder window in seconds")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_encode_cache)
 
     p = subparsers.add_parser(
         "train", help="train the small default model on synthetic speech (CPU)",

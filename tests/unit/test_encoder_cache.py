@@ -1,0 +1,102 @@
+"""`diffusion-asr encode-cache` on a tiny Whisper encoder written here in the converted layout and three clips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import WhisperConfig, WhisperModel
+
+from app.checkpoint.pretrained_encoder import load_pretrained_encoder
+from app.checkpoint.whisper_base import MARKER_FILE, MODEL_FILE
+from app.model.encoder import encode, feature_extractor_for, log_mel, window_frames
+from app.training import encoder_cache
+from app.training.commands import main as training_main
+from app.training.data import MANIFEST, _write_shard
+from app.training.encoder_cache import build_encoder_cache, load_encoder_cache
+
+SR = 16_000
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random Whisper with 1500 positions (as whisper-base), saved as `convert-encoder` saves."""
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=16, num_mel_bins=80, d_model=8, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=16,
+                           decoder_ffn_dim=16, max_source_positions=1500, max_target_positions=6,
+                           pad_token_id=12, bos_token_id=12, eos_token_id=12, decoder_start_token_id=13)
+    directory = tmp_path_factory.mktemp("encoder")
+    config.save_pretrained(directory)
+    save_file({k: v.contiguous() for k, v in WhisperModel(config).state_dict().items()}, str(directory / MODEL_FILE))
+    (directory / MARKER_FILE).write_text(json.dumps({"tensors_sha256": "tiny", "packages": []}), encoding="utf-8")
+    return directory
+
+
+def _dataset(directory: Path, seconds: list[float]) -> list[np.ndarray]:
+    """A one-shard dataset of chirps of the given lengths, in `generate_dataset`'s layout."""
+    rng = np.random.default_rng(0)
+    audio = [(0.3 * np.sin(np.cumsum(rng.uniform(0.05, 0.3, int(s * SR))))).astype(np.float16) for s in seconds]
+    directory.mkdir(parents=True)
+    _write_shard(directory / "shard-00000.npz", [(f"clip {i}", "en", a) for i, a in enumerate(audio)])
+    manifest = {"shards": [{"file": "shard-00000.npz", "clips": len(audio)}], "seed": 0}
+    (directory / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    return [a.astype(np.float32) for a in audio]
+
+
+def test_cache_holds_what_the_inference_path_computes(tmp_path: Path, tiny_encoder: Path) -> None:
+    audio = _dataset(tmp_path / "data", [1.0, 2.5, 0.4])
+    cache = build_encoder_cache(tmp_path / "data", tiny_encoder, tmp_path / "cache", window_seconds=10,
+                                batch_size=2)
+    assert cache.outputs.dtype == np.float16 and cache.outputs.shape == (3, 500, 8)
+    assert cache.texts == ["clip 0", "clip 1", "clip 2"] and cache.langs == ["en"] * 3
+    assert cache.audio_positions.tolist() == [50, 125, 20]
+    # Expected: the serving path's own features (Whisper's extractor) through the encoder, one clip at a time.
+    encoder = load_pretrained_encoder(tiny_encoder, 10)
+    with torch.no_grad():
+        for i, clip in enumerate(audio):
+            expected = encode(encoder, log_mel(feature_extractor_for(encoder), [clip], window_frames(encoder)))[0]
+            torch.testing.assert_close(torch.from_numpy(np.array(cache.outputs[i])).float(), expected,
+                                       atol=2e-3, rtol=2e-3)
+
+
+def test_complete_cache_is_reused_and_a_changed_window_is_not(tmp_path: Path, tiny_encoder: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    _dataset(tmp_path / "data", [0.5, 0.7])
+    first = build_encoder_cache(tmp_path / "data", tiny_encoder, tmp_path / "cache")
+    calls: list[int] = []
+    real = encoder_cache.encode
+    monkeypatch.setattr(encoder_cache, "encode", lambda enc, feats: calls.append(len(feats)) or real(enc, feats))
+    again = build_encoder_cache(tmp_path / "data", tiny_encoder, tmp_path / "cache")
+    assert calls == [] and np.array_equal(first.outputs, again.outputs)
+    wider = build_encoder_cache(tmp_path / "data", tiny_encoder, tmp_path / "cache", window_seconds=20)
+    assert calls == [2] and wider.outputs.shape == (2, 1000, 8) and wider.window_seconds == 20
+
+
+def test_interrupted_cache_is_not_read(tmp_path: Path, tiny_encoder: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    _dataset(tmp_path / "data", [0.5, 0.7, 0.6])
+
+    def fail(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(encoder_cache, "encode", fail)
+    with pytest.raises(KeyboardInterrupt):
+        build_encoder_cache(tmp_path / "data", tiny_encoder, tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="interrupted"):
+        load_encoder_cache(tmp_path / "cache")
+
+
+def test_command_refuses_clips_longer_than_the_window(tmp_path: Path, tiny_encoder: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    _dataset(tmp_path / "data", [0.5, 10.5])
+    args = ["encode-cache", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "cache"),
+            "--encoder-dir", str(tiny_encoder), "--no-progress"]
+    assert training_main(args) == 2
+    assert "longer than the 10 s window: 'clip 1'" in capsys.readouterr().err
+    assert training_main([*args, "--window", "20"]) == 0
+    assert load_encoder_cache(tmp_path / "cache").outputs.shape == (2, 1000, 8)
