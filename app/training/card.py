@@ -64,6 +64,26 @@ def decoding_md(config: AsrConfig, lexicons: dict[str, dict[str, float]]) -> str
     return "## Decoding\n\n" + textwrap.fill(text, width=112, break_on_hyphens=False) + "\n\n"
 
 
+def _data_lines(data: dict) -> str:
+    """The card's speech and text lines: the original recipe's, or the natural-sentence recipe's."""
+    source = data.get("text_source") or {}
+    if source.get("corpus") is None:
+        voices = ", ".join(f"{k} {len(v)}" for k, v in (data.get("voices") or {}).items())
+        return (f"- Synthetic speech from espeak-ng ({data.get('espeak_version', 'espeak-ng')}), voices: {voices} "
+                f"voice variants,\n  random speed, pitch, gain, white/pink noise and leading/trailing silence "
+                f"(`app/training/synth.py`).\n- Text: {source.get('source')}: random sequences of\n  "
+                f"{source.get('words_per_sentence')} words from the most frequent words per language\n  "
+                f"({source.get('vocab_size')}). Training sentences never contain a held-out sentence.\n")
+    sources = ((source.get("corpus_manifest") or {}).get("sources") or {})
+    listed = "; ".join(f"{name} ({s['package']} {s.get('version') or ''}, {s['licence']})"
+                       for name, s in sources.items())
+    return (f"- Synthetic speech from {' and '.join(data.get('engines') or [])} voices rotated per clip "
+            f"({data.get('espeak_version', 'espeak-ng')}), with room reverberation, noise, telephone band and "
+            f"gain (`app/training/voices.py`, `degrade.py`).\n- Text: natural sentences (`diffusion-asr corpus`, "
+            f"docs/training-data.md): {listed or source.get('corpus')}. Held-out sentences are a keyed-hash split "
+            f"that training never contains.\n")
+
+
 def model_card(info: dict, results_md: str = "", decoding: str = "") -> str:
     """The model card; `results_md` (the eval table and latency) is filled in by `diffusion-asr eval`, as is
     `decoding` (`decoding_md`) when the checkpoint decodes with word lists."""
@@ -106,12 +126,7 @@ on synthetic espeak-ng speech only.
 
 ## Data
 
-- Synthetic speech from espeak-ng ({data.get('espeak_version', 'espeak-ng')}), voices: {', '.join(f'{k} {len(v)}' for k, v in (data.get('voices') or {}).items())} voice variants,
-  random speed, pitch, gain, white/pink noise and leading/trailing silence (`app/training/synth.py`).
-- Text: {data.get('text_source', {}).get('source')}: random sequences of
-  {data.get('text_source', {}).get('words_per_sentence')} words from the most frequent words per language
-  ({data.get('text_source', {}).get('vocab_size')}). Training sentences never contain a held-out sentence.
-- {data.get('total')} training clips ({data.get('hours')} h), {info['train_clips']} used after dropping clips whose
+{_data_lines(data)}- {data.get('total')} training clips ({data.get('hours')} h), {info['train_clips']} used after dropping clips whose
   tokens do not fit the canvas or the CTC slots ({info['dropped']}).
 
 ## Sizes

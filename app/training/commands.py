@@ -32,7 +32,7 @@ _TRAIN_FIELDS = (
     "max_steps", "checkpoint_minutes", "ctc_only_until_minutes", "w_ctc", "w_ar", "conv_lr_scale", "conv_gain",
     "warmup_steps", "probe_every", "threads", "noise_exponent", "freeze_audio", "word_initial", "lr_per_stage",
     "device", "canvas_init", "seed_prob", "seed_noise_exponent",
-    "freq_masks", "freq_mask_bins", "time_masks", "time_mask_frac", "init_from", "train_only",
+    "freq_masks", "freq_mask_bins", "time_masks", "time_mask_frac", "init_from", "train_only", "corpus",
 )
 
 
@@ -41,6 +41,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from app.training.trainer import train
 
     given = {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
+    if args.engines:
+        given["engines"] = tuple(args.engines)
     config = TrainConfig(
         **given, dims_override={**SHIPPED_DIMS, **dict(args.dim or [])}, resume=args.resume,
         progress=not args.no_progress, **({"data_workers": args.workers} if args.workers is not None else {}),
@@ -208,6 +210,11 @@ def register(subparsers) -> None:
     p.add_argument("--freq-mask-bins", type=int, help="widest masked band, in mel bins")
     p.add_argument("--time-masks", type=int, help="time spans masked per training clip, redrawn each epoch")
     p.add_argument("--time-mask-frac", type=float, help="widest masked span, as a fraction of the clip")
+    p.add_argument("--corpus", type=Path, metavar="CORPUS_DIR",
+                   help="natural sentences written by `diffusion-asr corpus` instead of random word strings")
+    p.add_argument("--engines", nargs="+", choices=("espeak", "pico"),
+                   help="TTS engines rotated per clip, with room/noise/telephone/gain augmentation "
+                        "(default: espeak-ng with the original augmentation)")
     p.add_argument("--word-initial", action=argparse.BooleanOptionalAction, default=None,
                    help="join each space to the character after it in the tokenizer (a new work dir's tokenizer)")
     p.add_argument("--probe-every", type=int,

@@ -43,6 +43,11 @@ class TrainConfig:
     eval_per_lang: int = 100
     max_seconds: float = 8.0
     data_workers: int = 2
+    # Natural sentences instead of random word strings: a corpus written by `diffusion-asr corpus` (its train
+    # and eval splits), and the TTS engines rotated per clip with `degrade`'s augmentation (empty: espeak-ng
+    # with the original augmentation). docs/training-data.md.
+    corpus: Path | None = None
+    engines: tuple[str, ...] = ()
     seed: int = 0
     batch_size: int = 16
     lr: float = 1.5e-3

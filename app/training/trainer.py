@@ -242,12 +242,13 @@ def prepare_data(config: TrainConfig, dims: ModelDims) -> tuple[FeatureSet, Feat
         if manifest.is_file():
             m = json.loads(manifest.read_text(encoding="utf-8"))
             ok = (m["n_per_lang"] == n and m["seed"] == config.seed and m["languages"] == list(config.langs)
-                  and m["max_seconds"] == config.max_seconds)
+                  and m["max_seconds"] == config.max_seconds and m.get("engines", []) == list(config.engines)
+                  and m.get("text_source", {}).get("corpus") == (str(config.corpus) if config.corpus else None))
         if not ok:
             t0 = time.monotonic()
             log.info("generating %s: %d clips per language", split, n)
             generate_dataset(data_dir, list(config.langs), n, config.seed, split, workers=config.data_workers,
-                             max_seconds=config.max_seconds)
+                             max_seconds=config.max_seconds, corpus_dir=config.corpus, engines=config.engines)
             timings[f"generate_{split}_s"] = round(time.monotonic() - t0, 1)
     encoder = WhisperModel(whisper_config(dims)).get_encoder()
     extractor, frames = feature_extractor_for(encoder), window_frames(encoder)
@@ -316,7 +317,7 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
         "dims": asdict(dims),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "data_manifest": {k: train_feats_manifest(work) .get(k) for k in ("total", "hours", "counts", "text_source",
-                                                                           "voices", "espeak_version")},
+                                                                           "voices", "espeak_version", "engines")},
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",

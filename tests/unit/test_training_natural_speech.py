@@ -106,3 +106,34 @@ def test_speech_command_names_a_missing_corpus(tmp_path: Path, capsys: pytest.Ca
     assert training_main(["speech", "--corpus", str(tmp_path / "none"), "--out", str(tmp_path / "o"),
                           "--languages", "en", "--per-lang", "1"]) == 2
     assert "diffusion-asr corpus" in capsys.readouterr().err
+
+
+class _Generated(Exception):
+    """Stops `train` right after it asked for its data."""
+
+
+def test_train_command_generates_its_data_from_the_corpus_with_the_engines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.training.data as data
+
+    asked: list[dict] = []
+
+    def fake_generate(*args: object, **kwargs: object) -> None:
+        asked.append(kwargs)
+        raise _Generated
+
+    monkeypatch.setattr(data, "generate_dataset", fake_generate)
+    with pytest.raises(_Generated):
+        training_main(["train", "--work-dir", str(tmp_path), "--corpus", str(tmp_path / "corpus"),
+                       "--engines", "pico", "espeak", "--no-progress", "--threads", "1"])
+    assert asked[0]["corpus_dir"] == tmp_path / "corpus" and asked[0]["engines"] == ("pico", "espeak")
+
+
+def test_model_card_names_the_corpus_sources_and_engines() -> None:
+    from app.training.card import _data_lines
+
+    lines = _data_lines({"engines": ["espeak", "pico"], "espeak_version": "eSpeak NG 1.51", "text_source": {
+        "corpus": "runs/corpus", "corpus_manifest": {"sources": {"fillets-fr": {
+            "package": "fillets-ng-data", "version": "1.0.1-1.1", "licence": "GPL-2"}}}}})
+    assert "espeak and pico voices" in lines and "fillets-ng-data 1.0.1-1.1, GPL-2" in lines
+    assert "random sequences" not in lines
