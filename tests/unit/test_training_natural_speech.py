@@ -13,10 +13,11 @@ from app.training import degrade, synth, voices
 from app.training.commands import main as training_main
 from app.training.data import clip_rng, load_dataset
 
-needs_engines = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or shutil.which("pico2wave") is None,
-    reason="install espeak-ng and libttspico-utils (make training-deps)",
-)
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                  reason="install the Debian package espeak-ng (make system-deps)")
+# Pico is a training-only dependency (Debian non-free), not part of `make test`'s system packages.
+needs_pico = pytest.mark.skipif(shutil.which("pico2wave") is None,
+                                reason="install the Debian package libttspico-utils (make training-deps)")
 
 
 def _band_energy(x: np.ndarray, lo: float, hi: float) -> float:
@@ -82,14 +83,23 @@ def test_degrade_is_deterministic_per_seed_and_never_clips() -> None:
     assert plain.size == a.size and not np.allclose(plain, a)
 
 
-@needs_engines
+@needs_pico
+def test_pico_speaks_with_the_drawn_rate_and_pitch() -> None:
+    slow = voices.speak("Are we safe now?", voices.VoiceDraw("pico", "en-US", 80, 100))
+    fast = voices.speak("Are we safe now?", voices.VoiceDraw("pico", "en-US", 120, 100))
+    high = voices.speak("Are we safe now?", voices.VoiceDraw("pico", "en-US", 120, 125))
+    assert synth.SAMPLE_RATE // 2 < fast.size < slow.size < 4 * synth.SAMPLE_RATE
+    assert high.size != fast.size or not np.array_equal(high, fast)
+
+
+@needs_espeak
 def test_speech_command_renders_corpus_sentences_reproducibly(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     for lang, text in (("en", "Are we safe now?"), ("de", "Wer rastet, der rostet.")):
         (corpus / lang).mkdir(parents=True)
         (corpus / lang / "train.txt").write_text(f"{text}\n", encoding="utf-8")
     args = ["speech", "--corpus", str(corpus), "--languages", "en", "de", "--per-lang", "2", "--workers", "1",
-            "--seed", "4"]
+            "--seed", "4", "--engines", "espeak"]
     assert training_main([*args, "--out", str(tmp_path / "a")]) == 0
     assert training_main([*args, "--out", str(tmp_path / "b")]) == 0
     first, second = load_dataset(tmp_path / "a" / "train"), load_dataset(tmp_path / "b" / "train")
@@ -99,12 +109,12 @@ def test_speech_command_renders_corpus_sentences_reproducibly(tmp_path: Path) ->
     # The same sentence at two clip indices is two different renderings.
     assert not np.array_equal(first[0].audio[:4000], first[2].audio[:4000])
     manifest = json.loads((tmp_path / "a" / "train" / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["engines"] == ["espeak", "pico"] and manifest["text_source"]["corpus"] == str(corpus)
+    assert manifest["engines"] == ["espeak"] and manifest["text_source"]["corpus"] == str(corpus)
 
 
 def test_speech_command_names_a_missing_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert training_main(["speech", "--corpus", str(tmp_path / "none"), "--out", str(tmp_path / "o"),
-                          "--languages", "en", "--per-lang", "1"]) == 2
+                          "--languages", "en", "--per-lang", "1", "--engines", "espeak"]) == 2
     assert "diffusion-asr corpus" in capsys.readouterr().err
 
 
