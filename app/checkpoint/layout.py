@@ -2,7 +2,8 @@
 
 ```
 MODEL/
-  encoder/    Hugging Face Whisper (config.json + weights)
+  encoder/    Hugging Face Whisper (config.json + weights), or pretrained_encoder.json naming the converted
+              whisper-base (`app.checkpoint.encoder_ref`)
   backbone/   Hugging Face DiffusionGemma (config.json + weights) and its tokenizer
   adapter/    asr_config.json, projector.safetensors (+ projector.json), lora/ (peft), optional lexicon/
 ```
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.checkpoint.adapter_files import require_weights, scan_adapter
+from app.checkpoint.encoder_ref import read_reference, resolve_reference
 from app.checkpoint.errors import CheckpointError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -65,8 +67,12 @@ class CheckpointPaths:
     def validate(self) -> None:
         """Fail at once, naming the path and file, if any part is missing or incomplete."""
         _require_dir(self.encoder, "encoder")
-        _require(self.encoder, "config.json")
-        _require_any(self.encoder, WEIGHT_FILES)
+        reference = read_reference(self.encoder)
+        if reference is not None:
+            resolve_reference(reference)  # the converted whisper-base, found and the one referenced
+        else:
+            _require(self.encoder, "config.json")
+            _require_any(self.encoder, WEIGHT_FILES)
         _require_dir(self.backbone, "backbone")
         _require(self.backbone, "config.json")
         _require_any(self.backbone, WEIGHT_FILES)

@@ -15,10 +15,11 @@ from safetensors.torch import save_file
 from transformers import DiffusionGemmaForBlockDiffusion, PreTrainedTokenizerFast, WhisperModel
 
 from app.checkpoint.asr_config_file import read_asr_config, write_asr_config
+from app.checkpoint.encoder_ref import EncoderReference, read_reference, write_reference
 from app.checkpoint.errors import CheckpointError
 from app.checkpoint.layout import LORA_DIR, PROJECTOR_FILE, PROJECTOR_META_FILE, CheckpointPaths
 from app.checkpoint.presets import PRESETS, ModelDims, backbone_config, whisper_config
-from app.checkpoint.reading import load_projector, load_tokenizer
+from app.checkpoint.reading import encoder_frames, load_projector, load_tokenizer
 from app.checkpoint.tokenizer import LANGUAGE_TAG_FORMAT, SEED_CORPUS, build_tokenizer, special_ids
 from app.model.asr_config import AsrConfig
 from app.model.backbone import attach_new_lora, lora_config
@@ -46,24 +47,32 @@ def write_random_checkpoint(out: Path, preset: str, seed: int = 0) -> Path:
 
 @dataclass
 class ModelParts:
-    """The trainable model in memory: Whisper (encoder used), projector, backbone wrapped with LoRA, tokenizer."""
+    """The trainable model in memory: Whisper (encoder used), projector, backbone wrapped with LoRA, tokenizer.
 
-    whisper: WhisperModel
+    With `pretrained_encoder` the encoder is the frozen converted whisper-base, not held here (`whisper` is
+    None): training reads its cached outputs and the checkpoint references it.
+    """
+
+    whisper: WhisperModel | None
     projector: Projector
     backbone: PeftModel
     tokenizer: PreTrainedTokenizerFast
+    pretrained_encoder: EncoderReference | None = None
 
 
-def build_model(dims: ModelDims, tokenizer: PreTrainedTokenizerFast) -> ModelParts:
-    """Random-init parts of the preset's shape (call `torch.manual_seed` first for determinism)."""
+def build_model(dims: ModelDims, tokenizer: PreTrainedTokenizerFast,
+                pretrained_encoder: EncoderReference | None = None) -> ModelParts:
+    """Random-init parts of the preset's shape (call `torch.manual_seed` first for determinism); with
+    `pretrained_encoder` no Whisper is built (its width and positions must be `dims`')."""
     vocab = max(dims.vocab_size, len(tokenizer))
     sized = ModelDims(**{**asdict(dims), "vocab_size": vocab})
     backbone = DiffusionGemmaForBlockDiffusion(backbone_config(sized, special_ids(tokenizer)))
     return ModelParts(
-        whisper=WhisperModel(whisper_config(dims)),
+        whisper=None if pretrained_encoder else WhisperModel(whisper_config(dims)),
         projector=Projector(dims.encoder_width, dims.projector_width, dims.hidden, dims.subsample),
         backbone=attach_new_lora(backbone, lora_config(dims.lora_rank, dims.lora_alpha)),
         tokenizer=tokenizer,
+        pretrained_encoder=pretrained_encoder,
     )
 
 
@@ -74,13 +83,16 @@ def load_parts(model: Path, dims: ModelDims) -> ModelParts:
     """
     paths = CheckpointPaths.from_model_dir(Path(model))
     paths.validate()
-    whisper = WhisperModel.from_pretrained(str(paths.encoder), local_files_only=True, dtype=torch.float32)
+    reference = read_reference(paths.encoder)
+    whisper = None if reference else WhisperModel.from_pretrained(str(paths.encoder), local_files_only=True,
+                                                                  dtype=torch.float32)
     backbone = DiffusionGemmaForBlockDiffusion.from_pretrained(str(paths.backbone), local_files_only=True,
                                                                dtype=torch.float32)
     config = read_asr_config(paths.adapter)
-    found = {"encoder_layers": whisper.config.encoder_layers, "encoder_width": whisper.config.d_model,
-             "encoder_positions": whisper.config.max_source_positions, "audio_slots": config.audio_slots,
+    found = {"encoder_positions": encoder_frames(paths.encoder), "audio_slots": config.audio_slots,
              "canvas_length": config.canvas_length, "hidden": backbone.config.get_text_config().hidden_size}
+    if whisper is not None:
+        found |= {"encoder_layers": whisper.config.encoder_layers, "encoder_width": whisper.config.d_model}
     wanted = {key: getattr(dims, key) for key in found}
     if found != wanted:
         differ = ", ".join(f"{key} {found[key]} (run: {wanted[key]})" for key in found if found[key] != wanted[key])
@@ -89,7 +101,8 @@ def load_parts(model: Path, dims: ModelDims) -> ModelParts:
     # peft's own loader puts the saved LoRA weights back into trainable wrappers of the same layers.
     lora = PeftModel.from_pretrained(backbone, str(paths.adapter / LORA_DIR), is_trainable=True, local_files_only=True)
     projector = load_projector(paths.adapter, torch.device("cpu"), torch.float32).requires_grad_(True)
-    return ModelParts(whisper=whisper, projector=projector, backbone=lora, tokenizer=load_tokenizer(paths.backbone))
+    return ModelParts(whisper=whisper, projector=projector, backbone=lora, tokenizer=load_tokenizer(paths.backbone),
+                      pretrained_encoder=reference)
 
 
 def asr_config_for(dims: ModelDims, ctc_start: dict[str, Any] | None = None) -> AsrConfig:
@@ -114,10 +127,15 @@ def save_checkpoint(out: Path, parts: ModelParts, config: AsrConfig, model_card:
     """Write the standard layout; `half` stores weights as fp16 (they load back in the requested dtype)."""
     paths = CheckpointPaths.from_model_dir(out)
     dtype = torch.float16 if half else None
-    # Copies, so saving in fp16 mid-training leaves the training model in its own dtype.
-    whisper = copy.deepcopy(parts.whisper).to(dtype) if dtype else parts.whisper
-    whisper.save_pretrained(str(paths.encoder))
-    feature_extractor_for(whisper.get_encoder()).save_pretrained(str(paths.encoder))
+    if parts.whisper is None:
+        if parts.pretrained_encoder is None:
+            raise ValueError("parts without a Whisper encoder need the pretrained encoder they reference")
+        write_reference(paths.encoder, parts.pretrained_encoder)
+    else:
+        # Copies, so saving in fp16 mid-training leaves the training model in its own dtype.
+        whisper = copy.deepcopy(parts.whisper).to(dtype) if dtype else parts.whisper
+        whisper.save_pretrained(str(paths.encoder))
+        feature_extractor_for(whisper.get_encoder()).save_pretrained(str(paths.encoder))
     # peft's wrapped layers keep the base weight under `base_layer`; the backbone is saved from a copy with
     # the wrappers removed, then the adapter on its own.
     base = parts.backbone.get_base_model()

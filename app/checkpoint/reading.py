@@ -13,16 +13,22 @@ from transformers import (
 )
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from app.checkpoint.encoder_ref import read_reference, resolve_reference
 from app.checkpoint.errors import CheckpointError
 from app.checkpoint.layout import LEXICON_DIR, PROJECTOR_FILE, PROJECTOR_META_FILE
 from app.checkpoint.lora import LoraPlan, apply_lora
+from app.checkpoint.pretrained_encoder import encoder_positions, load_pretrained_encoder
 from app.model.projector import Projector
 
 log = logging.getLogger(__name__)
 
 
 def load_encoder(path: Path, device: torch.device, dtype: torch.dtype) -> WhisperEncoder:
-    """The encoder half of a Hugging Face Whisper checkpoint, frozen, in eval mode."""
+    """The encoder half of a Hugging Face Whisper checkpoint, or the converted whisper-base a reference names,
+    frozen, in eval mode."""
+    reference = read_reference(path)
+    if reference is not None:
+        return load_pretrained_encoder(resolve_reference(reference), reference.window_seconds, device, dtype)
     whisper = WhisperModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
     encoder = whisper.get_encoder()
     del whisper  # the text decoder is never used
@@ -61,7 +67,10 @@ def load_backbone(path: Path, lora: LoraPlan, tensors: dict[str, torch.Tensor], 
 
 
 def encoder_frames(encoder: Path) -> int:
-    """The Whisper encoder's positions per window, from its config alone."""
+    """The Whisper encoder's positions per window, from its config (or its reference) alone."""
+    reference = read_reference(encoder)
+    if reference is not None:
+        return encoder_positions(reference.window_seconds)
     try:
         return int(json.loads((encoder / "config.json").read_text())["max_source_positions"])
     except (OSError, ValueError, KeyError) as exc:

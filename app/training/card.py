@@ -12,7 +12,8 @@ from app.model.ctc_start.config import CtcStartConfig
 
 
 def count_params(parts: ModelParts) -> dict[str, int]:
-    whisper_enc = sum(p.numel() for p in parts.whisper.get_encoder().parameters())
+    # A referenced pretrained encoder is not part of the checkpoint: it counts 0 here.
+    whisper_enc = sum(p.numel() for p in parts.whisper.get_encoder().parameters()) if parts.whisper else 0
     projector = sum(p.numel() for p in parts.projector.parameters())
     backbone = sum(p.numel() for p in parts.backbone.parameters())
     return {"encoder": whisper_enc, "projector": projector, "backbone_with_lora": backbone,
@@ -34,6 +35,10 @@ def _where(info: dict) -> str:
 def _what_learned(cfg: dict) -> str:
     """Which weights the run trained, and from where."""
     start = f"from the weights of `{cfg['init_from']}`" if cfg.get("init_from") else "from random init"
+    if cfg.get("encoder_cache"):
+        learned = "The projector and the LoRA weights" if cfg.get("train_only") == "adapter" else \
+            "The projector and the backbone"
+        return f"{learned} trained {start} on the frozen whisper-base encoder's cached outputs"
     if cfg.get("train_only") == "adapter":
         return f"The projector and the LoRA weights trained {start}, the encoder and the backbone frozen"
     return f"All parameters trained {start}"

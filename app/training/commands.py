@@ -33,14 +33,17 @@ _TRAIN_FIELDS = (
     "warmup_steps", "probe_every", "threads", "noise_exponent", "freeze_audio", "word_initial", "lr_per_stage",
     "device", "canvas_init", "seed_prob", "seed_noise_exponent",
     "freq_masks", "freq_mask_bins", "time_masks", "time_mask_frac", "init_from", "train_only", "corpus",
+    "encoder_cache",
 )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from app.training.config import SHIPPED_DIMS, TrainConfig
+    from app.training.config import CACHED_RECIPE, SHIPPED_DIMS, TrainConfig
     from app.training.trainer import train
 
     given = {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
+    if args.encoder_cache is not None:
+        given = {**CACHED_RECIPE, **given}
     if args.engines:
         given["engines"] = tuple(args.engines)
     config = TrainConfig(
@@ -212,6 +215,10 @@ def register(subparsers) -> None:
     p.add_argument("--time-mask-frac", type=float, help="widest masked span, as a fraction of the clip")
     p.add_argument("--corpus", type=Path, metavar="CORPUS_DIR",
                    help="natural sentences written by `diffusion-asr corpus` instead of random word strings")
+    p.add_argument("--encoder-cache", type=Path, metavar="CACHE_DIR",
+                   help="train on the frozen whisper-base's cached outputs (CACHE_DIR/train, CACHE_DIR/eval from "
+                        "`encode-cache`) with the recipe that decodes from noise; the checkpoint references "
+                        "that encoder")
     p.add_argument("--engines", nargs="+", choices=("espeak", "pico"),
                    help="TTS engines rotated per clip, with room/noise/telephone/gain augmentation "
                         "(default: espeak-ng with the original augmentation)")

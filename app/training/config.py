@@ -29,6 +29,17 @@ SHIPPED_DIMS: dict = {
     "canvas_length": 96,
 }
 
+# The recipe on the frozen pretrained whisper-base (`TrainConfig.encoder_cache`): a step reads the encoder's
+# cached outputs and runs the projector and the backbone only. It decodes as the real model does: audio in the
+# prompt as projected (no `ctc_start` section), the canvas from uniform noise, corrupted fractions t ~ U(0, 1)
+# in training; all three losses from the first step, as there is no encoder to align first.
+CACHED_RECIPE: dict[str, Any] = {
+    "audio_compression": None,
+    "canvas_init": "noise",
+    "noise_exponent": 1.0,
+    "ctc_only_until_minutes": 0.0,
+}
+
 
 @dataclass
 class TrainConfig:
@@ -48,6 +59,10 @@ class TrainConfig:
     # with the original augmentation). docs/training-data.md.
     corpus: Path | None = None
     engines: tuple[str, ...] = ()
+    # Train on the frozen converted whisper-base's cached outputs instead of an encoder of the run's own: a
+    # directory with `train/` (and `eval/` for the CTC probe), each written by `diffusion-asr encode-cache`.
+    # The checkpoint then references that encoder (`app.checkpoint.encoder_ref`). Use with CACHED_RECIPE.
+    encoder_cache: Path | None = None
     seed: int = 0
     batch_size: int = 16
     lr: float = 1.5e-3

