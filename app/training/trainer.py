@@ -283,11 +283,15 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
     if config.encoder_cache is not None:
         train_feats, eval_feats = load_cached_splits(config.encoder_cache)
         reference, dims, timings = cache_reference(train_feats), cached_dims(dims, train_feats), {}
-    else:
+    parts = load_parts(config.init_from, dims) if config.init_from else None
+    if parts is not None and parts.pretrained_encoder != reference:
+        # Its projector learned from one encoder's outputs: continuing on another's would start from noise.
+        raise ValueError(f"--init-from {config.init_from}: its encoder ({parts.pretrained_encoder or 'its own'}) is "
+                         f"not the run's ({reference or 'its own, from log-mels'})")
+    if config.encoder_cache is None:  # after the checks above, which read no data
         train_feats, eval_feats, timings = prepare_data(config, dims)
 
     tok_dir = work / "tokenizer"
-    parts = load_parts(config.init_from, dims) if config.init_from else None
     if parts is not None:
         tokenizer = parts.tokenizer  # the checkpoint's ids are what its weights mean
         tokenizer.save_pretrained(str(tok_dir))

