@@ -23,6 +23,7 @@ import torch
 
 from app.audio.vad import AudioInput, AudioWindow
 from app.bench.random_model import random_pipeline
+from app.bench.timing import synchronize
 from app.checkpoint.loading import default_device, default_dtype
 from app.config import EngineSettings
 from app.engine.worker import EngineWorker
@@ -103,14 +104,9 @@ def _stock_generate(pipeline: AsrPipeline, clips: list[AudioInput], steps: int) 
             # A threshold no random model reaches (it must be > 0): no early stop, as in the engine's runs.
             pipeline.backbone.generate(ids, max_new_tokens=canvas, max_denoising_steps=steps,
                                        confidence_threshold=1e-12)
-        _synchronize(pipeline.device)
+        synchronize(pipeline.device)
         latencies.append(time.perf_counter() - clip_started)
     return Phase(latencies, time.perf_counter() - started, 1, [])
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _reset_peak(device: torch.device) -> None:

@@ -9,18 +9,13 @@ import time
 import torch
 
 from app.bench.random_model import random_backbone
+from app.bench.timing import synchronize, time_interleaved
 from app.checkpoint.loading import default_device, default_dtype
 from app.checkpoint.presets import PRESETS
 from app.model.backbone import Prefill, prefill, prefill_many
 from app.model.denoiser import DenoiseBatch, DenoiseJob, SamplingParams, bucket_size
 
 PROMPT_TOKENS = 200  # about the real prompt: 188 audio slots and a short instruction
-
-
-def _synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work so wall time measures it (a no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _full_batch(model, cached: Prefill, params: SamplingParams, rows: int, steps: int,
@@ -35,10 +30,10 @@ def _step_times(batch: DenoiseBatch, device: torch.device) -> list[float]:
     """Milliseconds of each step until the batch is empty."""
     stats = []
     while len(batch):
-        _synchronize(device)
+        synchronize(device)
         started = time.perf_counter()
         batch.step()
-        _synchronize(device)
+        synchronize(device)
         stats.append((time.perf_counter() - started) * 1000.0)
     return stats
 
@@ -118,10 +113,10 @@ def run_sampling_benchmark(vocab: int, canvas: int, repeats: int, device_name: s
         fn()  # warm-up
         times = []
         for _ in range(repeats):
-            _synchronize(device)
+            synchronize(device)
             started = time.perf_counter()
             fn()
-            _synchronize(device)
+            synchronize(device)
             times.append((time.perf_counter() - started) * 1000.0)
         median = statistics.median(times)
         rows.append({"case": name, "device": str(device), "vocab": vocab, "canvas": canvas,
@@ -142,22 +137,12 @@ def run_prefill_benchmark(preset: str, rows: int, repeats: int, device_name: str
         embeds = [embed(torch.randint(8, vocab, (1, prompt_tokens), device=device)) for _ in range(rows)]
     cases = {"one at a time (baseline)": lambda: [prefill(model, e) for e in embeds],
              "together": lambda: prefill_many(model, embeds)}
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    results = {}
-    for repeat in range(repeats + 1):  # the cases take turns; the first round warms up
-        for name, fn in cases.items():
-            _synchronize(device)
-            started = time.perf_counter()
-            results[name] = fn()
-            _synchronize(device)
-            if repeat:
-                times[name].append((time.perf_counter() - started) * 1000.0)
+    medians, results = time_interleaved(cases, repeats, device)
     alone, together = results.values()
     differ = max(max((a - b).abs().max().item() for la, lb in zip(x.layers, y.layers) for a, b in zip(la, lb))
                  for x, y in zip(alone, together))
     out = []
-    for name, ms in times.items():
-        median = statistics.median(ms)
+    for name, median in medians.items():
         out.append({"case": name, "preset": preset, "device": str(device), "threads": torch.get_num_threads(),
                     "rows": rows, "prompt_tokens": prompt_tokens, "ms_median": round(median, 1),
                     "max_cache_difference": differ,

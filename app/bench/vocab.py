@@ -3,37 +3,14 @@ fused pass, on the same logits in the same run, with a check that both give the 
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import torch
 
+from app.bench.timing import time_interleaved
 from app.checkpoint.loading import default_device
 from app.model.sampling import InverseCdfSampler
 from app.model.vocab_pass import VocabPass, chunk_slots, fused_vocab_pass, separate_vocab_pass, step_temperature
 
 T_MIN, T_MAX = 0.4, 0.8  # the stock schedule
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time_interleaved(cases: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
-    """Median milliseconds of each case over `repeats` rounds, the cases taking turns within each round (so a
-    machine shared with other work slows them alike), after one warm-up round."""
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for round_ in range(repeats + 1):
-        for name, fn in cases.items():
-            _synchronize(device)
-            started = time.perf_counter()
-            fn()
-            _synchronize(device)
-            if round_:
-                times[name].append((time.perf_counter() - started) * 1000.0)
-    return {name: statistics.median(ms) for name, ms in times.items()}
 
 
 def run_vocab_benchmark(vocab: int, canvas: int, batch: int, repeats: int, device_name: str = "cpu",
@@ -65,7 +42,7 @@ def run_vocab_benchmark(vocab: int, canvas: int, batch: int, repeats: int, devic
     same = all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("proposal", "argmax", "entropy", "self_cond"))
     del a, b
     names = {"separate": "separate (baseline)", "fused": f"fused, {slots} slots a chunk"}
-    medians = _time_interleaved({"copy": copy_only, "separate": separate, "fused": fused}, repeats, device)
+    medians, _ = time_interleaved({"copy": copy_only, "separate": separate, "fused": fused}, repeats, device)
     rows = []
     for key, name in names.items():
         ms = medians[key] - medians["copy"]
