@@ -28,6 +28,17 @@ def shared_manifest() -> dict[str, dict]:
     return {Path(r.get("file") or r.get("path") or r.get("name")).name: r for r in rows}
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread for the test, the previous count restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny-random checkpoint in the standard layout."""

@@ -8,16 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
-from transformers import WhisperConfig, WhisperModel
 
 from app.checkpoint.pretrained_encoder import load_pretrained_encoder
-from app.checkpoint.whisper_base import MARKER_FILE, MODEL_FILE
 from app.model.encoder import encode, feature_extractor_for, log_mel, window_frames
 from app.training import encoder_cache
 from app.training.commands import main as training_main
 from app.training.data import MANIFEST, _write_shard
 from app.training.encoder_cache import build_encoder_cache, load_encoder_cache
+from tests.tiny_whisper import write_tiny_whisper
 
 SR = 16_000
 
@@ -25,16 +23,7 @@ SR = 16_000
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random Whisper with 1500 positions (as whisper-base), saved as `convert-encoder` saves."""
-    torch.manual_seed(0)
-    config = WhisperConfig(vocab_size=16, num_mel_bins=80, d_model=8, encoder_layers=1, decoder_layers=1,
-                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=16,
-                           decoder_ffn_dim=16, max_source_positions=1500, max_target_positions=6,
-                           pad_token_id=12, bos_token_id=12, eos_token_id=12, decoder_start_token_id=13)
-    directory = tmp_path_factory.mktemp("encoder")
-    config.save_pretrained(directory)
-    save_file({k: v.contiguous() for k, v in WhisperModel(config).state_dict().items()}, str(directory / MODEL_FILE))
-    (directory / MARKER_FILE).write_text(json.dumps({"tensors_sha256": "tiny", "packages": []}), encoding="utf-8")
-    return directory
+    return write_tiny_whisper(tmp_path_factory.mktemp("encoder"))
 
 
 def _dataset(directory: Path, seconds: list[float]) -> list[np.ndarray]:

@@ -10,15 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
-from transformers import WhisperConfig, WhisperModel
 
 from app.checkpoint.encoder_ref import REFERENCE_FILE
 from app.checkpoint.errors import CheckpointError
 from app.checkpoint.loading import load_model_dir
 from app.checkpoint.parts import build_model
 from app.checkpoint.pretrained_encoder import load_pretrained_encoder
-from app.checkpoint.whisper_base import MARKER_FILE, MODEL_FILE, WHISPER_BASE_DIR, tensors_sha256
+from app.checkpoint.whisper_base import MARKER_FILE, WHISPER_BASE_DIR
 from app.cli import main
 from app.model.encoder import encode, feature_extractor_for, log_mel, window_frames
 from app.model.row_start import NoiseStart
@@ -28,6 +26,9 @@ from app.training.config import CACHED_RECIPE, TrainConfig
 from app.training.data import MANIFEST, _write_shard
 from app.training.encoder_cache import build_encoder_cache
 from app.training.trainer import Loop, train
+from tests.tiny_whisper import write_tiny_whisper
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SR = 16_000
 TEXTS = ["the cat sat", "der hund", "le chat"]
@@ -38,29 +39,12 @@ TINY = {"preset": "tiny-random", "characters": False, "word_initial": False,
                           "layers": 1, "layer_types": ("full_attention",)}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ASR_CACHE_DIR with a tiny random Whisper converted as `convert-encoder` leaves it (its real checksum)."""
-    torch.manual_seed(0)
-    config = WhisperConfig(vocab_size=16, num_mel_bins=80, d_model=8, encoder_layers=1, decoder_layers=1,
-                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=16,
-                           decoder_ffn_dim=16, max_source_positions=1500, max_target_positions=6,
-                           pad_token_id=12, bos_token_id=12, eos_token_id=12, decoder_start_token_id=13)
     root = tmp_path_factory.mktemp("asr-cache")
-    directory = root / WHISPER_BASE_DIR
-    config.save_pretrained(directory)
-    state = {k: v.contiguous() for k, v in WhisperModel(config).state_dict().items()}
-    save_file(state, str(directory / MODEL_FILE))
-    marker = {"tensors_sha256": tensors_sha256(state), "packages": []}
-    (directory / MARKER_FILE).write_text(json.dumps(marker), encoding="utf-8")
+    write_tiny_whisper(root / WHISPER_BASE_DIR)
     return root
 
 

@@ -16,6 +16,8 @@ from app.training.config import TrainConfig
 from app.training.features import FeatureSet
 from app.training.trainer import Loop
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = replace(
     PRESETS["tiny-random"], encoder_positions=40, subsample=2, canvas_length=16, vocab_size=320,
     max_positions=256, layers=1, layer_types=("full_attention",),
@@ -41,13 +43,6 @@ def _loop(tmp_path: Path, **overrides) -> Loop:
     torch.manual_seed(0)
     return Loop(config, build_model(TINY, tokenizer), TINY, feats, examples)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_losses_finite_and_falling_on_a_repeated_batch(tmp_path: Path) -> None:
