@@ -11,7 +11,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.integration.conftest import API_KEYS, ServerProcess
+from tests.integration.conftest import API_KEYS, ServerProcess, serve_process
 
 pytestmark = pytest.mark.integration
 
@@ -54,13 +54,8 @@ def test_sigterm_with_default_settings_turns_readiness_503_then_exits_0(tiny_mod
 @pytest.fixture(scope="module")
 def strict_server(tiny_model_dir, tmp_path_factory):
     """Short connection limits: 1 s to send headers, 1 s of keep-alive idleness."""
-    server = ServerProcess(tiny_model_dir, {"ASR_HEADER_TIMEOUT_S": "1", "ASR_KEEP_ALIVE_S": "1"},
-                           tmp_path_factory.mktemp("strict") / "server.log")
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    yield from serve_process(tiny_model_dir, tmp_path_factory, "strict",
+                             {"ASR_HEADER_TIMEOUT_S": "1", "ASR_KEEP_ALIVE_S": "1"})
 
 
 def read_until_closed(sock: socket.socket, limit_s: float = 30.0) -> bytes:

@@ -10,7 +10,7 @@ import pytest
 from openai import OpenAI
 
 from tests.conftest import SHARED_AUDIO
-from tests.integration.conftest import REPO, ServerProcess
+from tests.integration.conftest import REPO, serve_process
 
 
 def _env(fixture) -> dict[str, str]:
@@ -20,13 +20,8 @@ def _env(fixture) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def published_server(published_adapter, tmp_path_factory):
-    server = ServerProcess(None, {**_env(published_adapter), "ASR_TRUST_ADAPTER_CODE": "1"},
-                           tmp_path_factory.mktemp("server") / "published.log")
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    yield from serve_process(None, tmp_path_factory, "published",
+                             {**_env(published_adapter), "ASR_TRUST_ADAPTER_CODE": "1"})
 
 
 def test_serves_the_published_layout_with_trusted_code(published_server):

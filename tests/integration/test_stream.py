@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from app.bench.stream import load_pcm, run_stream, stream_url
 from tests.conftest import SHARED_AUDIO, shared_manifest
-from tests.integration.conftest import ServerProcess
+from tests.integration.conftest import ServerProcess, serve_process
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +34,7 @@ LONG_FILES = sorted(name for name, row in shared_manifest().items() if row["dura
 @pytest.fixture(scope="module")
 def srv(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     env = {"ASR_API_KEYS": KEY, "ASR_DENOISING_STEPS": "2", "ASR_STREAM_MAX_SESSIONS": "3"}
-    server = ServerProcess(tiny_model_dir, env, tmp_path_factory.mktemp("stream") / "server.log")
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    yield from serve_process(tiny_model_dir, tmp_path_factory, "stream", env)
 
 
 def ws_url(server: ServerProcess, **query: object) -> str:
