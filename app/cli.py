@@ -1,5 +1,5 @@
 """`diffusion-asr serve | transcribe | stream | make-checkpoint | inspect-adapter | import-adapter |
-convert-encoder | train | eval | lexicon | corpus | speech | encode-cache`, and the benchmarks `bench | bench-soak |
+convert-encoder | train | eval | lexicon | corpus | speech | recordings | encode-cache`, and the benchmarks `bench | bench-soak |
 bench-steps | bench-vocab | bench-prefill | bench-engine | bench-encoder`."""
 
 from __future__ import annotations
@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from app.training.commands import register as register_training
 
-    register_training(sub)  # train, eval, lexicon, corpus, speech, encode-cache
+    register_training(sub)  # train, eval, lexicon, corpus, speech, recordings, encode-cache
     return parser
 
 

@@ -55,7 +55,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from app.training.evaluate import eval_command
+    from app.training.eval_command import eval_command
 
     return eval_command(args)
 
@@ -94,6 +94,19 @@ def _cmd_speech(args: argparse.Namespace) -> int:
                                 args.split, workers=args.workers, max_seconds=args.max_seconds,
                                 corpus_dir=args.corpus, engines=tuple(args.engines))
     except (FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {dest}")
+    return 0
+
+
+def _cmd_recordings(args: argparse.Namespace) -> int:
+    from app.training.prompt_recordings import LANGUAGES, write_dataset
+
+    try:
+        dest = write_dataset(args.out, args.split, tuple(args.languages or LANGUAGES), args.max_seconds,
+                             args.copies, args.seed)
+    except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {dest}")
@@ -150,6 +163,20 @@ def register(subparsers) -> None:
     p.add_argument("--max-seconds", type=float, default=10.0,
                    help="longer clips are shortened word by word (the encoder window)")
     p.set_defaults(func=_cmd_speech)
+
+    p = subparsers.add_parser(
+        "recordings", help="real speech: the asterisk-core-sounds prompts (en, es, fr) as a dataset split",
+        description="Writes OUT/SPLIT in the dataset layout from Debian's asterisk-core-sounds packages (one "
+                    "speaker per language, CC-BY-SA-3.0); a prompt's split is a keyed hash of its sentence.",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/recordings"))
+    p.add_argument("--split", choices=("train", "eval"), default="train")
+    p.add_argument("--languages", nargs="+", choices=("en", "es", "fr"), default=None, help="default: en es fr")
+    p.add_argument("--copies", type=int, default=1,
+                   help="times each prompt is written: once as recorded, the rest through the augmentation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-seconds", type=float, default=10.0, help="longer prompts are left out (the window)")
+    p.set_defaults(func=_cmd_recordings)
 
     p = subparsers.add_parser(
         "encode-cache", help="the frozen whisper-base encoder's outputs of every clip of a dataset, once (fp16)",
@@ -235,6 +262,13 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("eval", help="CER/WER per language on the held-out synthetic set and real clips")
     p.add_argument("--model", type=Path, default=Path("models/default"))
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="a second checkpoint scored on the same data in the same run (the one --model replaces)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="held-out synthetic split (`speech --split eval`); default: the random-word set under "
+                        "--work-dir")
+    p.add_argument("--recordings", type=Path, default=None,
+                   help="held-out recorded prompts (`recordings --split eval`)")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--work-dir", type=Path, default=Path("runs/default"),
                    help="where the held-out set is (generated there when missing)")

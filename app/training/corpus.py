@@ -127,8 +127,10 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
 
 
-def clean_sentence(text: str, lang: str) -> str | None:
-    """The sentence normalised for synthesis and as a transcript, or None when it is not usable in `lang`."""
+def clean_sentence(text: str, lang: str, min_words: int = MIN_WORDS) -> str | None:
+    """The sentence normalised for synthesis and as a transcript, or None when it is not usable in `lang`.
+
+    `min_words` is lower for recorded prompts, where a one-word utterance is still real speech."""
     text = unicodedata.normalize("NFC", text).translate(_MAP).translate(_DROP)
     text = re.sub(r"\s+", " ", text).strip(" -,;:")
     if lang == "zh":
@@ -136,7 +138,7 @@ def clean_sentence(text: str, lang: str) -> str | None:
         ok = ZH_MIN_CHARS <= len(text) <= ZH_MAX_CHARS
     else:
         words = [w for w in text.split(" ") if any(ch.isalpha() for ch in w)]
-        ok = MIN_WORDS <= len(words) <= MAX_WORDS and len(text) <= MAX_CHARS
+        ok = min_words <= len(words) <= MAX_WORDS and len(text) <= MAX_CHARS
     if not ok or _LETTERS[lang].fullmatch(text) is None:
         return None
     if lang in _LATIN_EXTRA and (text.isupper() or "--" in text or "''" in text):

@@ -116,7 +116,7 @@ def render_natural(text: str, lang: str, rng: np.random.Generator, engines: tupl
     return degrade.degrade(speech, rng)
 
 
-def _write_shard(path: Path, clips: list[tuple[str, str, np.ndarray]]) -> None:
+def write_shard(path: Path, clips: list[tuple[str, str, np.ndarray]]) -> None:
     """Write one shard: concatenated float16 audio with offsets, texts and langs."""
     lengths = [a.size for _, _, a in clips]
     np.savez(
@@ -180,7 +180,7 @@ def generate_dataset(
 
     def flush() -> None:
         name = f"shard-{len(shards):05d}.npz"
-        _write_shard(dest / name, buffer)
+        write_shard(dest / name, buffer)
         shards.append({"file": name, "clips": len(buffer)})
         buffer.clear()
 

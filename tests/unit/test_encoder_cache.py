@@ -13,7 +13,7 @@ from app.checkpoint.pretrained_encoder import load_pretrained_encoder
 from app.model.encoder import encode, feature_extractor_for, log_mel, window_frames
 from app.training import encoder_cache
 from app.training.commands import main as training_main
-from app.training.data import MANIFEST, _write_shard
+from app.training.data import MANIFEST, write_shard
 from app.training.encoder_cache import build_encoder_cache, load_encoder_cache
 from tests.tiny_whisper import write_tiny_whisper
 
@@ -31,7 +31,7 @@ def _dataset(directory: Path, seconds: list[float]) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     audio = [(0.3 * np.sin(np.cumsum(rng.uniform(0.05, 0.3, int(s * SR))))).astype(np.float16) for s in seconds]
     directory.mkdir(parents=True)
-    _write_shard(directory / "shard-00000.npz", [(f"clip {i}", "en", a) for i, a in enumerate(audio)])
+    write_shard(directory / "shard-00000.npz", [(f"clip {i}", "en", a) for i, a in enumerate(audio)])
     manifest = {"shards": [{"file": "shard-00000.npz", "clips": len(audio)}], "seed": 0}
     (directory / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
     return [a.astype(np.float32) for a in audio]

@@ -23,7 +23,7 @@ from app.model.row_start import NoiseStart
 from app.training.batches import make_examples, train_tokenizer
 from app.training.cached import cache_reference, cached_dims, load_cached_splits
 from app.training.config import CACHED_RECIPE, TrainConfig
-from app.training.data import MANIFEST, _write_shard
+from app.training.data import MANIFEST, write_shard
 from app.training.encoder_cache import build_encoder_cache
 from app.training.trainer import Loop, train
 from tests.tiny_whisper import write_tiny_whisper
@@ -60,7 +60,7 @@ def encoded(tmp_path_factory: pytest.TempPathFactory, cache_root: Path) -> Path:
     base = tmp_path_factory.mktemp("cached")
     data = base / "data"
     data.mkdir()
-    _write_shard(data / "shard-00000.npz", [(t, lang, a.astype(np.float16)) for t, lang, a in
+    write_shard(data / "shard-00000.npz", [(t, lang, a.astype(np.float16)) for t, lang, a in
                                             zip(TEXTS, LANGS, _clips())])
     (data / MANIFEST).write_text(json.dumps({"shards": [{"file": "shard-00000.npz", "clips": 3}], "seed": 0}))
     for split in ("train", "eval"):
@@ -148,3 +148,63 @@ def test_missing_or_other_converted_encoder_fails_clearly(tmp_path: Path, encode
     monkeypatch.setenv("ASR_CACHE_DIR", str(tmp_path / "other"))
     with pytest.raises(CheckpointError, match="another whisper-base conversion"):
         load_model_dir(out, device=torch.device("cpu"))
+
+
+def test_extra_training_caches_are_read_with_train(tmp_path: Path, encoded: Path, cache_root: Path) -> None:
+    root = tmp_path / "cache"
+    root.mkdir()
+    for name in ("train", "eval", "train-more"):
+        (root / name).symlink_to(encoded / ("eval" if name == "eval" else "train"))
+    feats, held_out = load_cached_splits(root)
+    assert len(feats) == 6 and feats.texts == TEXTS * 2 and feats.langs == LANGS * 2
+    assert feats.features.shape == (6, 500, 8) and held_out is not None
+    single, _ = load_cached_splits(encoded)
+    rows = np.array([5, 0, 3, 2])
+    # Rows of the second cache are the same clips as the first's: read through the stack they must match.
+    np.testing.assert_array_equal(feats.features[rows], np.asarray(single.features)[rows % 3])
+    np.testing.assert_array_equal(feats.audio_positions, np.tile(single.audio_positions, 2))
+
+
+def test_extra_training_cache_of_another_window_is_refused(tmp_path: Path, encoded: Path, cache_root: Path) -> None:
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / "train").symlink_to(encoded / "train")
+    data = tmp_path / "data"
+    data.mkdir()
+    write_shard(data / "shard-00000.npz", [("short clip", "en", _clips()[2].astype(np.float16))])
+    (data / MANIFEST).write_text(json.dumps({"shards": [{"file": "shard-00000.npz", "clips": 1}], "seed": 0}))
+    build_encoder_cache(data, cache_root / WHISPER_BASE_DIR, root / "train-other", window_seconds=20)
+    with pytest.raises(ValueError, match="differ in encoder or window"):
+        load_cached_splits(root)
+
+
+def test_eval_scores_a_model_beside_its_baseline_on_the_same_clips(tmp_path: Path, encoded: Path, cache_root: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    from app.training.evaluate import cer
+
+    monkeypatch.setenv("ASR_CACHE_DIR", str(cache_root))
+    first = train(_config(tmp_path / "a", encoded, max_steps=1), argv=["train"])
+    second = train(_config(tmp_path / "b", encoded, max_steps=3), argv=["train"])
+    audio_dir = tmp_path / "audio"
+    audio_dir.mkdir()
+    _wav(audio_dir / "clip.wav", _clips()[1])
+    (audio_dir / "manifest.jsonl").write_text(json.dumps(
+        {"file": "clip.wav", "language": "en", "text": "the cat sat", "text_kind": "label"}) + "\n")
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(second), "--baseline", str(first), "--data", str(encoded.parent / "data"),
+                 "--audio-dir", str(audio_dir), "--threads", "1", "--json", str(report)]) == 0
+    printed = capsys.readouterr().out
+    scores = json.loads(report.read_text(encoding="utf-8"))
+    assert [s["model"] for s in scores] == [str(second), str(first)]
+    for score in scores:
+        held_out = next(iter(score["held_out"].values()))
+        assert sorted(held_out) == sorted(LANGS)
+        for lang, result in held_out.items():
+            # One clip per language: the reported CER is that of the transcript it reports.
+            (ref, hyp, _), = result["examples"]
+            assert ref == TEXTS[LANGS.index(lang)] and result["cer"] == pytest.approx(cer([ref], [hyp]))
+        assert [row["file"] for row in score["real"]] == ["clip.wav"]
+        latency = score["latency"]
+        assert latency["seconds"] == 5.0 and latency["median_s"] > 0 and latency["short_median_s"] > 0
+    assert f"CER {second} | WER {second} | tag right {second} | CER {first}" in printed
