@@ -78,8 +78,8 @@ def run_eval(models: dict[str, Path], sets: dict[str, Path], audio_dir: Path | N
     clips = load_dataset(next(iter(sets.values())))
     samples = {"long": speech_sample(clips, LATENCY_SECONDS, latency_lang),
                "short": sparse_sample(clips, LATENCY_SECONDS, latency_lang)}
-    cases = {(name, kind): (pipeline, audio) for name, pipeline in pipelines.items() for kind, audio in samples.items()}
-    timed = measure_latency({f"{name}|{kind}": case for (name, kind), case in cases.items()}, steps=8)
+    timed = measure_latency({f"{name}|{kind}": (pipeline, audio) for name, pipeline in pipelines.items()
+                             for kind, audio in samples.items()}, steps=8)
     for score in scores:
         score.latency = {**timed[f"{score.model}|long"], "audio": f"held-out {latency_lang} speech (clips joined)",
                          "short_median_s": timed[f"{score.model}|short"]["median_s"]}
