@@ -25,6 +25,7 @@ import jiwer
 import numpy as np
 import torch
 
+from app.model.encoder import SAMPLE_RATE
 from app.training.texts import SPACELESS
 
 STRONG_KINDS = ("test_assertion", "ground_truth", "label")
@@ -109,7 +110,7 @@ def evaluate_synthetic(pipeline, clips, steps: int, seed: int = 0, batch: int = 
     for start in range(0, len(clips), batch):
         chunk = clips[start:start + batch]
         encoded = pipeline.encode([c.audio for c in chunk])
-        windows = [AudioWindow(0.0, len(c.audio) / 16000, c.audio, True) for c in chunk]
+        windows = [AudioWindow(0.0, len(c.audio) / SAMPLE_RATE, c.audio, True) for c in chunk]
         rows = pipeline.start_rows([(e, 0, w, options, None) for e, w in zip(encoded, windows)])
         denoising = pipeline.new_batch()
         for i, row in enumerate(rows):
@@ -185,7 +186,7 @@ def measure_latency(cases: dict[str, tuple[object, np.ndarray]], steps: int = 8,
 
     medians, _ = time_interleaved({name: run(*case) for name, case in cases.items()}, repeats, torch.device("cpu"))
     return {name: {"steps": steps, "repeats": repeats, "median_s": ms / 1000.0, "threads": torch.get_num_threads(),
-                   "seconds": len(cases[name][1]) / 16000} for name, ms in medians.items()}
+                   "seconds": len(cases[name][1]) / SAMPLE_RATE} for name, ms in medians.items()}
 
 
 def speech_sample(clips, seconds: float, lang: str = "en") -> np.ndarray:
@@ -195,7 +196,7 @@ def speech_sample(clips, seconds: float, lang: str = "en") -> np.ndarray:
     own = [clip.audio for clip in clips if clip.lang == lang]
     if not own:
         raise ValueError(f"no held-out {lang} clips to time")
-    need = int(seconds * 16000)
+    need = int(seconds * SAMPLE_RATE)
     joined = np.concatenate(own)
     while joined.size < need:
         joined = np.concatenate([joined, *own])
@@ -206,5 +207,6 @@ def sparse_sample(clips, seconds: float, lang: str = "en") -> np.ndarray:
     """The shortest held-out clip of `lang` followed by silence up to `seconds`: the same audio length as
     `speech_sample` with few words, so the two time a decoder's dependence on the transcript's length."""
     shortest = min((clip.audio for clip in clips if clip.lang == lang), key=len)
-    return np.pad(shortest, (0, max(0, int(seconds * 16000) - len(shortest))))[: int(seconds * 16000)]
+    need = int(seconds * SAMPLE_RATE)
+    return np.pad(shortest, (0, max(0, need - len(shortest))))[:need]
 
