@@ -33,15 +33,19 @@ $(STAMP): pyproject.toml requirements/whisper-base.txt
 venv: $(STAMP)
 
 # Training only, not on `make test`'s path (about 250 MB of data, plus libreoffice-common that the help packs need):
-# the natural-sentence sources of `diffusion-asr corpus`, SVOX Pico's voices (Debian non-free, needs the
-# non-free component in apt's sources) and the recorded prompts of `diffusion-asr recordings`;
+# the natural-sentence sources of `diffusion-asr corpus`, SVOX Pico's voices (Debian non-free) and the recorded prompts of `diffusion-asr recordings`;
 # docs/training-data.md lists them with their licences.
 TRAINING_PACKAGES := fortunes fortunes-de fortunes-es fillets-ng-data libreoffice-help-de libreoffice-help-fr \
 	libreoffice-help-es libreoffice-help-hi libreoffice-help-zh-cn libttspico-utils \
 	asterisk-core-sounds-en asterisk-core-sounds-en-g722 asterisk-core-sounds-es asterisk-core-sounds-es-g722 \
 	asterisk-core-sounds-fr asterisk-core-sounds-fr-g722
 
+# SVOX Pico is in Debian's non-free component: apt's sources get it when they list main alone (deb822 or one-line).
+APT_SOURCES := /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list
+
 training-deps: system-deps
+	for f in $(APT_SOURCES); do [ ! -f $$f ] || sed -i -E \
+		-e 's/^(Components: main)$$/\1 non-free/' -e 's/^(deb .*debian[^ ]* [^ ]+ main)$$/\1 non-free/' $$f; done
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		$(TRAINING_PACKAGES) >/dev/null
 
