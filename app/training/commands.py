@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from app.model.ctc_start.config import CANVASES
+from app.training.corpus import SPLIT_NAMES
 from app.training.lexicon import LEXICON_PRIORS
 
 # The project's real-speech clips live beside the checkout, not inside it.
@@ -154,7 +155,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--corpus", type=Path, default=Path("runs/corpus"), help="written by `diffusion-asr corpus`")
     p.add_argument("--out", type=Path, default=Path("runs/natural/data"))
-    p.add_argument("--split", choices=("train", "eval"), default="train")
+    p.add_argument("--split", choices=SPLIT_NAMES, default="train",
+                   help="dev: sentences neither trained on nor scored, for choosing decoding settings")
     p.add_argument("--per-lang", type=int, default=100, help="clips per language (sentences repeat if fewer)")
     p.add_argument("--languages", nargs="+", default=None, help="default: all six")
     p.add_argument("--engines", nargs="+", choices=("espeak", "pico"), default=["espeak", "pico"])

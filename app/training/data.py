@@ -22,7 +22,7 @@ from app.training import corpus, degrade, synth, texts, voices
 
 GENERATOR_VERSION = "1"
 SHARD_SIZE = 2000
-SPLITS = ("train", "eval")
+SPLITS = ("train", "eval")  # a corpus adds "dev" (`corpus.SPLIT_NAMES`); the random-word generator has none
 # Training sentences avoid this many eval sentences per language, so any eval set of
 # up to this size, generated later or earlier with the same seed, is truly held out.
 EVAL_RESERVE = 1000
@@ -70,13 +70,13 @@ def split_sentences(lang: str, split: str, n: int, seed: int, eval_reserve: int 
     With `corpus_dir` they are the corpus's split (`diffusion-asr corpus`; eval is its held-out split), repeated
     in order when `n` exceeds it: a repeated sentence is a new clip index, so it gets another voice and room.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if corpus_dir is not None:
         pool = corpus.load_split(corpus_dir, lang, split)
         if not pool:
             raise ValueError(f"the corpus at {corpus_dir} has no {lang} {split} sentences")
         return [pool[i % len(pool)] for i in range(n)]
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS} (a corpus adds dev), got {split!r}")
     if split == "eval":
         if n > eval_reserve:
             raise ValueError(f"eval n_per_lang={n} exceeds the reserve of {eval_reserve} held out from training")

@@ -13,7 +13,7 @@ import pytest
 
 from app.training import degrade, synth, voices
 from app.training.commands import main as training_main
-from app.training.data import clip_rng, load_dataset
+from app.training.data import clip_rng, load_dataset, split_sentences
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="install the Debian package espeak-ng (make system-deps)")
@@ -139,6 +139,23 @@ def test_speech_command_renders_corpus_sentences_reproducibly(tmp_path: Path) ->
     assert not np.array_equal(first[0].audio[:4000], first[2].audio[:4000])
     manifest = json.loads((tmp_path / "a" / "train" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["engines"] == ["espeak"] and manifest["text_source"]["corpus"] == str(corpus)
+
+
+@needs_espeak
+def test_speech_command_renders_the_corpus_dev_split(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus" / "en"
+    corpus.mkdir(parents=True)
+    (corpus / "train.txt").write_text("Are we safe now?\n", encoding="utf-8")
+    (corpus / "dev.txt").write_text("Tune the sampler on me.\n", encoding="utf-8")
+    assert training_main(["speech", "--corpus", str(tmp_path / "corpus"), "--out", str(tmp_path / "o"),
+                          "--split", "dev", "--languages", "en", "--per-lang", "1", "--workers", "1",
+                          "--engines", "espeak"]) == 0
+    assert [c.text for c in load_dataset(tmp_path / "o" / "dev")] == ["Tune the sampler on me."]
+
+
+def test_random_word_sets_have_no_dev_split() -> None:
+    with pytest.raises(ValueError, match="a corpus adds dev"):
+        split_sentences("en", "dev", 3, seed=0)
 
 
 def test_speech_command_names_a_missing_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
