@@ -31,7 +31,8 @@ def _parse_dim(text: str) -> tuple[str, object]:
 _TRAIN_FIELDS = (
     "work_dir", "out", "preset", "train_per_lang", "eval_per_lang", "seed", "batch_size", "lr", "max_minutes",
     "max_steps", "checkpoint_minutes", "ctc_only_until_minutes", "w_ctc", "w_ar", "conv_lr_scale", "conv_gain",
-    "warmup_steps", "probe_every", "threads", "noise_exponent", "freeze_audio", "word_initial", "lr_per_stage",
+    "warmup_steps", "probe_every", "threads", "noise_exponent", "freeze_audio", "characters", "word_initial",
+    "lr_per_stage",
     "device", "canvas_init", "seed_prob", "seed_noise_exponent",
     "freq_masks", "freq_mask_bins", "time_masks", "time_mask_frac", "init_from", "train_only", "corpus",
     "encoder_cache",
@@ -94,7 +95,7 @@ def _cmd_speech(args: argparse.Namespace) -> int:
         dest = generate_dataset(args.out, list(args.languages or SUPPORTED_LANGUAGES), args.per_lang, args.seed,
                                 args.split, workers=args.workers, max_seconds=args.max_seconds,
                                 corpus_dir=args.corpus, engines=tuple(args.engines))
-    except (FileNotFoundError, RuntimeError) as exc:
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {dest}")
@@ -251,6 +252,9 @@ def register(subparsers) -> None:
     p.add_argument("--engines", nargs="+", choices=("espeak", "pico"),
                    help="TTS engines rotated per clip, with room/noise/telephone/gain augmentation "
                         "(default: espeak-ng with the original augmentation)")
+    p.add_argument("--characters", action=argparse.BooleanOptionalAction, default=None,
+                   help="one token per character (the default); --no-characters: byte-level BPE of --dim "
+                        "vocab_size tokens (a new work dir's tokenizer)")
     p.add_argument("--word-initial", action=argparse.BooleanOptionalAction, default=None,
                    help="join each space to the character after it in the tokenizer (a new work dir's tokenizer)")
     p.add_argument("--probe-every", type=int,

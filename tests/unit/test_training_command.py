@@ -76,3 +76,15 @@ def test_a_run_continues_from_a_checkpoint_training_only_the_adapter(tmp_path: P
     assert f"The projector and the LoRA weights trained from the weights of `{first}`" in card
     with pytest.raises(ValueError, match="encoder_layers 1 \\(run: 2\\)"):
         load_parts(first, TrainConfig(dims_override={**SHIPPED_DIMS, "encoder_layers": 2, "layers": 1}).dims())
+
+
+@pytest.mark.parametrize(("flags", "characters"), [([], True), (["--no-characters"], False),
+                                                   (["--characters"], True)])
+def test_train_tokenizer_choice_reaches_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    flags: list[str], characters: bool) -> None:
+    import app.training.trainer as trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda config, argv=None: seen.append(config))
+    assert main(["train", "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "m"), *flags]) == 0
+    assert seen[0].characters is characters

@@ -164,6 +164,16 @@ def test_speech_command_names_a_missing_corpus(tmp_path: Path, capsys: pytest.Ca
     assert "diffusion-asr corpus" in capsys.readouterr().err
 
 
+def test_speech_command_names_an_empty_corpus_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "corpus" / "en"
+    corpus.mkdir(parents=True)
+    (corpus / "train.txt").write_text("Are we safe now?\n", encoding="utf-8")
+    (corpus / "dev.txt").write_text("", encoding="utf-8")
+    assert training_main(["speech", "--corpus", str(tmp_path / "corpus"), "--out", str(tmp_path / "o"),
+                          "--split", "dev", "--languages", "en", "--per-lang", "1", "--engines", "espeak"]) == 2
+    assert "has no en dev sentences" in capsys.readouterr().err
+
+
 class _Generated(Exception):
     """Stops `train` right after it asked for its data."""
 
