@@ -82,7 +82,8 @@ def run_eval(models: dict[str, Path], sets: dict[str, Path], audio_dir: Path | N
                              for kind, audio in samples.items()}, steps=8)
     for score in scores:
         score.latency = {**timed[f"{score.model}|long"], "audio": f"held-out {latency_lang} speech (clips joined)",
-                         "short_median_s": timed[f"{score.model}|short"]["median_s"]}
+                         "short_median_s": timed[f"{score.model}|short"]["median_s"],
+                         "short_steps_used": timed[f"{score.model}|short"]["steps_used"]}
     return scores
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
-from app.training.evaluate import cer, cer_units, normalize, wer
+import numpy as np
+
+from app.results import StepStats, Timing, Transcription
+from app.training.evaluate import cer, cer_units, measure_latency, normalize, wer
 
 
 def test_normalize_lowercases_and_strips_punctuation() -> None:
@@ -30,3 +33,25 @@ def test_empty_hypothesis_counts_all_deletions() -> None:
     assert wer(["one two three"], [""], "en") == 1.0
     assert cer(["abc"], ["  "]) == 1.0
     assert math.isnan(cer([""], ["x"]))
+
+
+class _StopsEarly:
+    """A pipeline stand-in whose rows stop after a fixed number of denoising steps."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.calls = 0
+
+    def transcribe(self, audio, options) -> Transcription:
+        self.calls += 1
+        timing = Timing(steps=[StepStats(i + 1, 1.0, 1, 0.0) for i in range(self.steps)])
+        return Transcription("", "en", len(audio) / 16_000, [], timing)
+
+
+def test_latency_records_the_denoising_steps_each_case_ran() -> None:
+    long, short = _StopsEarly(8), _StopsEarly(3)
+    audio = np.zeros(16_000, dtype=np.float32)
+    timed = measure_latency({"long": (long, audio), "short": (short, audio)}, steps=8, repeats=2)
+    assert timed["long"]["steps_used"] == 8 and timed["short"]["steps_used"] == 3
+    assert long.calls == short.calls == 3  # a warm-up round, then the timed ones
+    assert timed["short"]["seconds"] == 1.0
