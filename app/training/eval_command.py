@@ -81,9 +81,9 @@ def run_eval(models: dict[str, Path], sets: dict[str, Path], audio_dir: Path | N
     timed = measure_latency({f"{name}|{kind}": (pipeline, audio) for name, pipeline in pipelines.items()
                              for kind, audio in samples.items()}, steps=8)
     for score in scores:
+        short = timed[f"{score.model}|short"]
         score.latency = {**timed[f"{score.model}|long"], "audio": f"held-out {latency_lang} speech (clips joined)",
-                         "short_median_s": timed[f"{score.model}|short"]["median_s"],
-                         "short_steps_used": timed[f"{score.model}|short"]["steps_used"]}
+                         "short_median_s": short["median_s"], "short_steps_used": short["steps_used"]}
     return scores
 
 

@@ -63,11 +63,6 @@ def _real_table(scores: list[ModelScores]) -> list[str]:
     return lines + [""]
 
 
-def _steps(latency: dict, key: str) -> str:
-    """A count of steps run, or "?" for results stored before eval recorded it."""
-    return str(latency[key]) if key in latency else "?"
-
-
 def _latency_lines(scores: list[ModelScores]) -> list[str]:
     timed = [s for s in scores if s.latency]
     if not timed:
@@ -79,7 +74,7 @@ def _latency_lines(scores: list[ModelScores]) -> list[str]:
     lines += [f"- {s.model}: **{s.latency['median_s'] * 1000:.0f} ms**; the same length holding only its "
               f"shortest held-out clip, then silence: {s.latency['short_median_s'] * 1000:.0f} ms "
               f"(long / short {s.latency['median_s'] / s.latency['short_median_s']:.2f}x; denoising steps run "
-              f"{_steps(s.latency, 'steps_used')} / {_steps(s.latency, 'short_steps_used')})" for s in timed]
+              f"{s.latency['steps_used']} / {s.latency['short_steps_used']})" for s in timed]
     return lines + [""]
 
 
