@@ -35,7 +35,7 @@ _TRAIN_FIELDS = (
     "lr_per_stage",
     "device", "canvas_init", "seed_prob", "seed_noise_exponent",
     "freq_masks", "freq_mask_bins", "time_masks", "time_mask_frac", "init_from", "train_only", "corpus",
-    "encoder_cache",
+    "encoder_cache", "self_cond_temperatures",
 )
 
 
@@ -233,6 +233,9 @@ def register(subparsers) -> None:
                    help="fraction of training rows whose noisy canvas is the greedy-CTC transcript (--canvas-init ctc)")
     p.add_argument("--seed-noise-exponent", type=float,
                    help="further corruption of those rows: t = u ** this (above 1: lightly corrupted)")
+    p.add_argument("--self-cond-temperatures", choices=("stock", "sampler"),
+                   help="divide the self-conditioning logits by the stock schedule's temperatures (0.4-0.8) or "
+                        "by those of the sampler the checkpoint is saved with, as inference does")
     p.add_argument("--lr-per-stage", action=argparse.BooleanOptionalAction, default=None,
                    help="give the CTC stage and the full stage each their own warm-up and cosine decay")
     p.add_argument("--init-from", type=Path, metavar="MODEL_DIR",

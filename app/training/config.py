@@ -80,6 +80,10 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     hint_prob: float = 0.3
     self_cond_prob: float = 0.5
+    # The temperatures the first pass's logits are divided by before they self-condition the second: "stock"
+    # draws from the stock schedule's 0.4-0.8, "sampler" from `sampler`'s t_min-t_max, the range inference
+    # then feeds (see AsrTrainer.self_cond_temperature).
+    self_cond_temperatures: str = "stock"
     pad_weight: float = 0.25
     w_diffusion: float = 1.0
     w_ar: float = 0.5

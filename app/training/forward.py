@@ -130,6 +130,21 @@ class AsrTrainer:
         out = self.model.model.encoder(inputs_embeds=embeds, attention_mask=mask, cache=cache, position_ids=pos)
         return cache, out.last_hidden_state
 
+    def self_cond_temperature(self, rows: int, generator: torch.Generator) -> torch.Tensor:
+        """`[rows, 1, 1]` temperatures for the self-conditioning logits, uniform over the configured range.
+
+        Inference feeds the previous step's logits divided by that step's temperature, which walks the
+        sampler's range from t_max down to t_min (`app.model.vocab_pass.step_temperature`).
+        """
+        choice = self.config.self_cond_temperatures
+        if choice == "sampler":
+            low, high = self.config.sampler["t_min"], self.config.sampler["t_max"]
+        elif choice == "stock":
+            low, high = self.asr_config.t_min, self.asr_config.t_max
+        else:
+            raise ValueError(f"self_cond_temperatures must be 'stock' or 'sampler', got {choice!r}")
+        return low + (high - low) * torch.rand(rows, 1, 1, generator=generator)
+
     def ctc_only(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Stage "ctc": the CTC loss alone (encoder, projector and the tied lm_head); the backbone is not run.
 
@@ -193,10 +208,7 @@ class AsrTrainer:
         if bool(sc_mask.any()):
             with torch.no_grad():
                 first = self.model(decoder_input_ids=noisy, cache=cache, decoder_position_ids=dec_pos).logits
-            # Inference feeds the previous step's temperature-scaled logits (T from 0.8 down to 0.4).
-            temperature = self.asr_config.t_min + (self.asr_config.t_max - self.asr_config.t_min) * torch.rand(
-                bsz, 1, 1, generator=generator).to(device)
-            sc_logits = first / temperature
+            sc_logits = first / self.self_cond_temperature(bsz, generator).to(device)
         logits = self.model(
             decoder_input_ids=noisy, cache=cache, decoder_position_ids=dec_pos,
             self_conditioning_logits=sc_logits, self_conditioning_mask=sc_mask if sc_logits is not None else None,

@@ -88,3 +88,14 @@ def test_train_tokenizer_choice_reaches_the_config(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(trainer, "train", lambda config, argv=None: seen.append(config))
     assert main(["train", "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "m"), *flags]) == 0
     assert seen[0].characters is characters
+
+
+@pytest.mark.parametrize(("flags", "choice"), [([], "stock"), (["--self-cond-temperatures", "sampler"], "sampler")])
+def test_train_self_conditioning_temperatures_reach_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               flags: list[str], choice: str) -> None:
+    import app.training.trainer as trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda config, argv=None: seen.append(config))
+    assert main(["train", "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "m"), *flags]) == 0
+    assert seen[0].self_cond_temperatures == choice

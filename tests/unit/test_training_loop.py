@@ -259,3 +259,19 @@ def test_adapter_only_training_moves_the_projector_and_lora_and_nothing_else(tmp
     learnable = {name for name in before if name.startswith("Projector") or "lora_" in name}
     assert moved and moved <= learnable
     assert any(name.startswith("Projector") for name in moved) and any("lora_" in name for name in moved)
+
+
+@pytest.mark.parametrize(("choice", "low", "high"), [("stock", 0.4, 0.8), ("sampler", 0.1, 0.3)])
+def test_self_conditioning_temperatures_follow_the_chosen_range(tmp_path: Path, choice: str, low: float,
+                                                                high: float) -> None:
+    sampler = {"entropy_bound": 1.0, "t_min": 0.1, "t_max": 0.3}
+    loop = _loop(tmp_path, self_cond_temperatures=choice, sampler=sampler)
+    drawn = loop.trainer.self_cond_temperature(4000, torch.Generator().manual_seed(0)).flatten()
+    assert drawn.shape == (4000,)
+    assert low <= float(drawn.min()) < low + 0.01 and high - 0.01 < float(drawn.max()) <= high
+
+
+def test_unknown_self_conditioning_temperatures_are_refused(tmp_path: Path) -> None:
+    loop = _loop(tmp_path, self_cond_temperatures="sharp")
+    with pytest.raises(ValueError, match="self_cond_temperatures"):
+        loop.trainer.self_cond_temperature(2, torch.Generator().manual_seed(0))
