@@ -94,7 +94,8 @@ def _cmd_speech(args: argparse.Namespace) -> int:
     try:
         dest = generate_dataset(args.out, list(args.languages or SUPPORTED_LANGUAGES), args.per_lang, args.seed,
                                 args.split, workers=args.workers, max_seconds=args.max_seconds,
-                                corpus_dir=args.corpus, engines=tuple(args.engines))
+                                corpus_dir=args.corpus, engines=() if args.plain else tuple(args.engines),
+                                plain=args.plain)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -160,7 +161,11 @@ def register(subparsers) -> None:
                    help="dev: sentences neither trained on nor scored, for choosing decoding settings")
     p.add_argument("--per-lang", type=int, default=100, help="clips per language (sentences repeat if fewer)")
     p.add_argument("--languages", nargs="+", default=None, help="default: all six")
-    p.add_argument("--engines", nargs="+", choices=("espeak", "pico"), default=["espeak", "pico"])
+    voices = p.add_mutually_exclusive_group()
+    voices.add_argument("--engines", nargs="+", choices=("espeak", "pico"), default=["espeak", "pico"])
+    voices.add_argument("--plain", action="store_true",
+                        help="each language's default espeak-ng voice at its default rate and pitch, no effects "
+                             "(a clean check set)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--max-seconds", type=float, default=10.0,

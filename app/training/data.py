@@ -49,6 +49,7 @@ class _Task:
     # Empty: the original recipe (espeak-ng, `synth.augment`); else natural-speech rendering with these engines
     # rotated per clip and `degrade`'s room, noise, telephone and gain.
     engines: tuple[str, ...] = ()
+    plain: bool = False  # `synth.speak_plain`: the default voice, clean (a check set, never training data)
 
 
 def clip_rng(seed: int, split: str, lang: str, index: int) -> np.random.Generator:
@@ -97,8 +98,12 @@ def _render(task: _Task) -> tuple[str, str, np.ndarray | None, bool]:
     while text:
         # A fresh RNG per attempt keeps the voice, speed and pitch of the shortened retry.
         rng = clip_rng(task.seed, task.split, task.lang, task.index)
-        audio = render_natural(text, task.lang, rng, task.engines) if task.engines else \
-            synth.synthesize(text, task.lang, rng)
+        if task.plain:
+            audio = synth.speak_plain(text, task.lang)
+        elif task.engines:
+            audio = render_natural(text, task.lang, rng, task.engines)
+        else:
+            audio = synth.synthesize(text, task.lang, rng)
         if audio.size == 0:
             return task.lang, text, None, shortened
         if audio.size <= task.max_samples:
@@ -150,14 +155,18 @@ def generate_dataset(
     eval_reserve: int = EVAL_RESERVE,
     corpus_dir: Path | None = None,
     engines: tuple[str, ...] = (),
+    plain: bool = False,
 ) -> Path:
     """Synthesize `n_per_lang` clips per language into `out_dir/split`; returns that directory.
 
     Clips are interleaved across languages so every shard is mixed. Over-long clips are
     shortened word by word until they fit `max_seconds`; clips espeak-ng cannot speak are
     skipped and counted in the manifest. With `corpus_dir` the sentences are the corpus's natural ones; with
-    `engines` each clip is rendered by `render_natural` (voices rotated over those engines, `degrade`).
+    `engines` each clip is rendered by `render_natural` (voices rotated over those engines, `degrade`); with
+    `plain` by `synth.speak_plain` (each language's default voice, no effects).
     """
+    if plain and engines:
+        raise ValueError("a plain dataset speaks with the default espeak-ng voice only: give no engines")
     synth.espeak_binary()  # fail fast, before spawning workers
     dest = Path(out_dir) / split
     dest.mkdir(parents=True, exist_ok=True)
@@ -168,7 +177,7 @@ def generate_dataset(
         voices.pico_binary()
     sentences = {lang: split_sentences(lang, split, n_per_lang, seed, eval_reserve, corpus_dir) for lang in langs}
     tasks = [
-        _Task(seed, split, lang, i, sentences[lang][i], max_samples, tuple(engines))
+        _Task(seed, split, lang, i, sentences[lang][i], max_samples, tuple(engines), plain)
         for i in range(n_per_lang) for lang in langs
     ]
     counts: Counter[str] = Counter()
@@ -211,13 +220,22 @@ def generate_dataset(
         "audio_dtype": "float16",
         "max_seconds": max_seconds,
         "shards": shards,
-        **(_natural_manifest(langs, engines) if engines else _original_manifest(langs)),
+        **_voices_manifest(langs, engines, plain),
         "text_source": _text_source(langs, eval_reserve, corpus_dir),
         "espeak_version": synth.espeak_version(),
     }
     # Written last: a directory without a manifest is an interrupted run, not a dataset.
     (dest / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
     return dest
+
+
+def _voices_manifest(langs: list[str], engines: tuple[str, ...], plain: bool) -> dict:
+    """What spoke the clips and how they were degraded, for whichever rendering the dataset used."""
+    if plain:
+        return {"voices": {lang: [synth.BASE_VOICES[lang][0]] for lang in langs},
+                "voice_ranges": {"espeak": {"speed_wpm": synth.DEFAULT_SPEED_WPM, "pitch": synth.DEFAULT_PITCH}},
+                "augmentation": None}
+    return _natural_manifest(langs, engines) if engines else _original_manifest(langs)
 
 
 def _original_manifest(langs: list[str]) -> dict:

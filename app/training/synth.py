@@ -39,6 +39,10 @@ VOICES: dict[str, list[str]] = {
 
 SPEED_WPM = (130, 200)
 PITCH = (30, 70)
+# espeak-ng's own defaults (`-s 175 -p 50`): each language's first base voice spoken this way, clean, is the
+# plain check set `speak_plain` renders.
+DEFAULT_SPEED_WPM = 175
+DEFAULT_PITCH = 50
 GAIN_DB = (-6.0, 3.0)
 SNR_DB = (20.0, 40.0)
 SILENCE_S = (0.05, 0.4)
@@ -183,3 +187,13 @@ def synthesize(text: str, lang: str, rng: np.random.Generator) -> np.ndarray:
     if speech.size < SAMPLE_RATE // 20:  # under 50 ms: nothing was really spoken
         return np.zeros(0, np.float32)
     return augment(speech, rng)
+
+
+def speak_plain(text: str, lang: str) -> np.ndarray:
+    """`text` in `lang`'s default espeak-ng voice at the default rate and pitch, no effects: 16 kHz float32,
+    silence trimmed; empty when nothing audible was spoken (under 50 ms)."""
+    if lang not in BASE_VOICES:
+        raise ValueError(f"unsupported language {lang!r}; expected one of {sorted(BASE_VOICES)}")
+    pcm, rate = run_espeak(text, BASE_VOICES[lang][0], DEFAULT_SPEED_WPM, DEFAULT_PITCH)
+    speech = trim_silence(resample(pcm, rate, SAMPLE_RATE))
+    return speech if speech.size >= SAMPLE_RATE // 20 else np.zeros(0, np.float32)

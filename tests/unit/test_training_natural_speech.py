@@ -153,6 +153,33 @@ def test_speech_command_renders_the_corpus_dev_split(tmp_path: Path) -> None:
     assert [c.text for c in load_dataset(tmp_path / "o" / "dev")] == ["Tune the sampler on me."]
 
 
+@needs_espeak
+def test_plain_speech_is_espeak_ngs_default_voice_rate_and_pitch_without_effects(tmp_path: Path) -> None:
+    import subprocess
+
+    corpus = tmp_path / "corpus" / "en"
+    corpus.mkdir(parents=True)
+    (corpus / "eval.txt").write_text("Are we safe now?\n", encoding="utf-8")
+    assert training_main(["speech", "--corpus", str(tmp_path / "corpus"), "--out", str(tmp_path / "o"),
+                          "--split", "eval", "--languages", "en", "--per-lang", "2", "--workers", "1",
+                          "--plain"]) == 0
+    clips = list(load_dataset(tmp_path / "o" / "eval"))
+    # espeak-ng left to its own defaults: no rate or pitch option at all.
+    wav = subprocess.run(["espeak-ng", "-v", "en-us", "--stdout", "--", "Are we safe now?"], capture_output=True,
+                         check=True).stdout
+    expected = synth.trim_silence(synth.resample(*synth.decode_wav(wav), synth.SAMPLE_RATE))
+    for clip in clips:  # both indices: no voice draw and no effects, so the same rendering
+        assert np.allclose(clip.audio, expected, atol=1e-3)
+    manifest = json.loads((tmp_path / "o" / "eval" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["voices"] == {"en": ["en-us"]} and manifest["augmentation"] is None
+
+
+def test_plain_speech_refuses_engines(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        training_main(["speech", "--plain", "--engines", "espeak"])
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
 def test_random_word_sets_have_no_dev_split() -> None:
     with pytest.raises(ValueError, match="a corpus adds dev"):
         split_sentences("en", "dev", 3, seed=0)
