@@ -116,7 +116,7 @@ def render_natural(text: str, lang: str, rng: np.random.Generator, engines: tupl
     """One clip of the natural-speech recipe: a voice drawn from `engines`, then `degrade`; empty when the
     engine spoke nothing audible (under 50 ms)."""
     speech = voices.speak(text, voices.draw_voice(lang, rng, engines))
-    if speech.size < synth.SAMPLE_RATE // 20:
+    if speech.size < synth.MIN_SPEECH_SAMPLES:
         return np.zeros(0, np.float32)
     return degrade.degrade(speech, rng)
 

@@ -43,6 +43,8 @@ PITCH = (30, 70)
 # plain check set `speak_plain` renders.
 DEFAULT_SPEED_WPM = 175
 DEFAULT_PITCH = 50
+# A rendering shorter than this (50 ms) spoke nothing: the clip is skipped.
+MIN_SPEECH_SAMPLES = SAMPLE_RATE // 20
 GAIN_DB = (-6.0, 3.0)
 SNR_DB = (20.0, 40.0)
 SILENCE_S = (0.05, 0.4)
@@ -182,11 +184,8 @@ def synthesize(text: str, lang: str, rng: np.random.Generator) -> np.ndarray:
     voice = VOICES[lang][int(rng.integers(len(VOICES[lang])))]
     speed = int(rng.integers(SPEED_WPM[0], SPEED_WPM[1] + 1))
     pitch = int(rng.integers(PITCH[0], PITCH[1] + 1))
-    pcm, rate = run_espeak(text, voice, speed, pitch)
-    speech = trim_silence(resample(pcm, rate, SAMPLE_RATE))
-    if speech.size < SAMPLE_RATE // 20:  # under 50 ms: nothing was really spoken
-        return np.zeros(0, np.float32)
-    return augment(speech, rng)
+    speech = _espeak_speech(text, voice, speed, pitch)
+    return augment(speech, rng) if speech.size else speech
 
 
 def speak_plain(text: str, lang: str) -> np.ndarray:
@@ -194,6 +193,11 @@ def speak_plain(text: str, lang: str) -> np.ndarray:
     silence trimmed; empty when nothing audible was spoken (under 50 ms)."""
     if lang not in BASE_VOICES:
         raise ValueError(f"unsupported language {lang!r}; expected one of {sorted(BASE_VOICES)}")
-    pcm, rate = run_espeak(text, BASE_VOICES[lang][0], DEFAULT_SPEED_WPM, DEFAULT_PITCH)
+    return _espeak_speech(text, BASE_VOICES[lang][0], DEFAULT_SPEED_WPM, DEFAULT_PITCH)
+
+
+def _espeak_speech(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
+    """espeak-ng's rendering at 16 kHz with its silence trimmed; empty when nothing was really spoken."""
+    pcm, rate = run_espeak(text, voice, speed, pitch)
     speech = trim_silence(resample(pcm, rate, SAMPLE_RATE))
-    return speech if speech.size >= SAMPLE_RATE // 20 else np.zeros(0, np.float32)
+    return speech if speech.size >= MIN_SPEECH_SAMPLES else np.zeros(0, np.float32)
