@@ -50,6 +50,7 @@ class AsrTrainer:
         self.ctc_start = config.ctc_start()
         self.asr_config = asr_config_for(dims, self.ctc_start)
         self.prompts = PromptBuilder(parts.tokenizer, self.asr_config)
+        self.self_cond_range = self._self_cond_range()
         self.vocab_size = self.model.config.text_config.vocab_size
         self.cap = self.model.final_logit_softcapping
         for p in self.parameters():
@@ -130,19 +131,22 @@ class AsrTrainer:
         out = self.model.model.encoder(inputs_embeds=embeds, attention_mask=mask, cache=cache, position_ids=pos)
         return cache, out.last_hidden_state
 
+    def _self_cond_range(self) -> tuple[float, float]:
+        """The (low, high) temperatures `TrainConfig.self_cond_temperatures` names, checked once at start."""
+        choice = self.config.self_cond_temperatures
+        if choice == "sampler":
+            return self.config.sampler["t_min"], self.config.sampler["t_max"]
+        if choice == "stock":
+            return self.asr_config.t_min, self.asr_config.t_max
+        raise ValueError(f"self_cond_temperatures must be 'stock' or 'sampler', got {choice!r}")
+
     def self_cond_temperature(self, rows: int, generator: torch.Generator) -> torch.Tensor:
         """`[rows, 1, 1]` temperatures for the self-conditioning logits, uniform over the configured range.
 
         Inference feeds the previous step's logits divided by that step's temperature, which walks the
         sampler's range from t_max down to t_min (`app.model.vocab_pass.step_temperature`).
         """
-        choice = self.config.self_cond_temperatures
-        if choice == "sampler":
-            low, high = self.config.sampler["t_min"], self.config.sampler["t_max"]
-        elif choice == "stock":
-            low, high = self.asr_config.t_min, self.asr_config.t_max
-        else:
-            raise ValueError(f"self_cond_temperatures must be 'stock' or 'sampler', got {choice!r}")
+        low, high = self.self_cond_range
         return low + (high - low) * torch.rand(rows, 1, 1, generator=generator)
 
     def ctc_only(self, batch: Batch) -> dict[str, torch.Tensor]:

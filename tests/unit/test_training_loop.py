@@ -271,7 +271,6 @@ def test_self_conditioning_temperatures_follow_the_chosen_range(tmp_path: Path, 
     assert low <= float(drawn.min()) < low + 0.01 and high - 0.01 < float(drawn.max()) <= high
 
 
-def test_unknown_self_conditioning_temperatures_are_refused(tmp_path: Path) -> None:
-    loop = _loop(tmp_path, self_cond_temperatures="sharp")
+def test_unknown_self_conditioning_temperatures_are_refused_before_training(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="self_cond_temperatures"):
-        loop.trainer.self_cond_temperature(2, torch.Generator().manual_seed(0))
+        _loop(tmp_path, self_cond_temperatures="sharp")
