@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test system-deps venv clean training-deps
+.PHONY: run test system-deps venv clean training-deps training-data
 
 # espeak-ng synthesises the test and training speech; ffmpeg is handy for manual checks; chromium runs the
 # web page's tests (driven by the `playwright` package, which downloads no browser of its own); prometheus
@@ -49,6 +49,26 @@ training-deps: system-deps
 		-e 's/^(Components: main)$$/\1 non-free/' -e 's/^(deb .*debian[^ ]* [^ ]+ main)$$/\1 non-free/' $$f; done
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		$(TRAINING_PACKAGES) >/dev/null
+
+# The data of the whisper-base recipe (docs/training-v2.md), built from the packages above into RUN: the corpus,
+# PER_LANG varied synthetic training clips per language, the dev and eval splits, the plain eval check set, the
+# recorded prompts, and the frozen encoder's outputs for the trainer (`train --encoder-cache $(RUN)/cache`).
+# Every step is deterministic, and encode-cache reuses a complete cache, so a rerun rebuilds the same data.
+RUN ?= runs/v2
+PER_LANG ?= 1500
+ASR := $(BIN)/diffusion-asr
+
+training-data: training-deps venv
+	$(ASR) corpus --out $(RUN)/corpus
+	$(ASR) speech --corpus $(RUN)/corpus --out $(RUN)/data --split train --per-lang $(PER_LANG) --workers 2
+	$(ASR) speech --corpus $(RUN)/corpus --out $(RUN)/data --split dev --per-lang 25 --workers 2
+	$(ASR) speech --corpus $(RUN)/corpus --out $(RUN)/data --split eval --per-lang 100 --workers 2
+	$(ASR) speech --corpus $(RUN)/corpus --out $(RUN)/plain --split eval --per-lang 100 --plain --workers 2
+	$(ASR) recordings --out $(RUN)/rec --split train --copies 3
+	$(ASR) recordings --out $(RUN)/rec --split eval
+	$(ASR) encode-cache --data $(RUN)/data/eval --out $(RUN)/cache/eval
+	$(ASR) encode-cache --data $(RUN)/data/train --out $(RUN)/cache/train
+	$(ASR) encode-cache --data $(RUN)/rec/train --out $(RUN)/cache/train-recordings
 
 run: system-deps venv
 	$(BIN)/diffusion-asr serve
