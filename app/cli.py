@@ -1,6 +1,6 @@
 """`diffusion-asr serve | transcribe | stream | make-checkpoint | inspect-adapter | import-adapter |
 convert-encoder | train | eval | lexicon | corpus | speech | recordings | encode-cache`, and the benchmarks `bench | bench-soak |
-bench-steps | bench-vocab | bench-prefill | bench-engine | bench-encoder`."""
+bench-steps | bench-vocab | bench-prefill | bench-engine | bench-encoder | bench-train-step`."""
 
 from __future__ import annotations
 

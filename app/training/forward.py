@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
+from torch.profiler import record_function
 from transformers import DynamicCache
 
 from app.checkpoint.parts import ModelParts, asr_config_for
@@ -189,12 +190,14 @@ class AsrTrainer:
         cfg = self.config
         targets = batch.targets
         bsz = batch.features.shape[0]
-        audio = self.project(batch.features)
+        with record_function("train.project"):
+            audio = self.project(batch.features)
         ids, layout = self.prompt(bsz, batch.langs if batch.hinted else None)
         in_prompt = audio
         if self.ctc_start is not None:  # the add-on's prompt audio, exactly as `CtcStart` feeds it
             in_prompt = prompt_audio(audio, self.model.lm_head, self.parts.tokenizer.pad_token_id)
-        cache, prompt_hidden = self.prefill(in_prompt, ids, layout.audio_positions)
+        with record_function("train.prefill"):
+            cache, prompt_hidden = self.prefill(in_prompt, ids, layout.audio_positions)
         length = ids.shape[1]
         canvas_len = targets.canvas.shape[1]
         device = self.device
@@ -210,15 +213,28 @@ class AsrTrainer:
         sc_mask = (torch.rand(bsz, generator=generator) < cfg.self_cond_prob).to(device)
         sc_logits = None
         if bool(sc_mask.any()):
-            with torch.no_grad():
+            with torch.no_grad(), record_function("train.self_cond_pass"):
                 first = self.model(decoder_input_ids=noisy, cache=cache, decoder_position_ids=dec_pos).logits
             sc_logits = first / self.self_cond_temperature(bsz, generator).to(device)
-        logits = self.model(
-            decoder_input_ids=noisy, cache=cache, decoder_position_ids=dec_pos,
-            self_conditioning_logits=sc_logits, self_conditioning_mask=sc_mask if sc_logits is not None else None,
-        ).logits
-        l_diff = losses.diffusion_loss(logits, targets.canvas, targets.content, cfg.pad_weight)
-        # (2) autoregressive auxiliary: after the decoder pass, since it appends the target to the cache
+        with record_function("train.decoder_pass"):
+            logits = self.model(
+                decoder_input_ids=noisy, cache=cache, decoder_position_ids=dec_pos,
+                self_conditioning_logits=sc_logits, self_conditioning_mask=sc_mask if sc_logits is not None else None,
+            ).logits
+            l_diff = losses.diffusion_loss(logits, targets.canvas, targets.content, cfg.pad_weight)
+        with record_function("train.ar_pass"):
+            l_ar = self.ar_loss(cache, prompt_hidden, targets, length)
+        with record_function("train.ctc"):
+            ctc_logits = softcap(self.model.lm_head(audio), self.cap)
+            l_ctc = losses.ctc_loss(ctc_logits, batch.slots, targets.ctc, targets.ctc_lengths,
+                                    blank=self.parts.tokenizer.pad_token_id)
+        total = cfg.w_diffusion * l_diff + cfg.w_ar * l_ar + cfg.w_ctc * l_ctc
+        return {"loss": total, "diff": l_diff, "ar": l_ar, "ctc": l_ctc}
+
+    def ar_loss(self, cache: DynamicCache, prompt_hidden: torch.Tensor, targets: losses.Targets,
+                length: int) -> torch.Tensor:
+        """The autoregressive auxiliary loss; after the decoder pass, since it appends the target to the cache."""
+        device, bsz = self.device, prompt_hidden.shape[0]
         embed = self.model.model.encoder.get_input_embeddings()
         ar_embeds = embed(targets.ar_inputs)
         steps = ar_embeds.shape[1]
@@ -231,10 +247,4 @@ class AsrTrainer:
         ar_out = self.model.model.encoder(inputs_embeds=ar_embeds, attention_mask=mask, cache=cache,
                                           position_ids=ar_pos)
         hidden = torch.cat([prompt_hidden[:, -1:], ar_out.last_hidden_state], dim=1)
-        l_ar = losses.ar_loss(softcap(self.model.lm_head(hidden), self.cap), targets.ar_labels)
-        # (3) CTC on the projector output through the lm_head
-        ctc_logits = softcap(self.model.lm_head(audio), self.cap)
-        l_ctc = losses.ctc_loss(ctc_logits, batch.slots, targets.ctc, targets.ctc_lengths,
-                                blank=self.parts.tokenizer.pad_token_id)
-        total = cfg.w_diffusion * l_diff + cfg.w_ar * l_ar + cfg.w_ctc * l_ctc
-        return {"loss": total, "diff": l_diff, "ar": l_ar, "ctc": l_ctc}
+        return losses.ar_loss(softcap(self.model.lm_head(hidden), self.cap), targets.ar_labels)

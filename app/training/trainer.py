@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 from transformers import PreTrainedTokenizerFast
 
 from app.checkpoint.parts import ModelParts, build_model, load_parts, save_checkpoint
@@ -111,11 +112,17 @@ class Loop:
         save_state(self.state_path, self.trainer, self.optimizer, self.run, self.generator, self.sampler)
 
     def step(self) -> dict[str, float]:
+        """One optimizer step on the next batch; its parts are labelled for `app.training.step_timing`."""
+        with record_function("train.step"):
+            return self._step()
+
+    def _step(self) -> dict[str, float]:
         cfg = self.config
-        picked, hinted = next_batch(self.examples, self.sampler, cfg.batch_size, cfg.hint_prob, self.order,
-                                    cfg.bucket_batches)
-        batch = collate(self.feats, picked, self.trainer.parts.tokenizer, self.trainer.dims.canvas_length,
-                        hinted).to(self.trainer.device)
+        with record_function("train.batch"):
+            picked, hinted = next_batch(self.examples, self.sampler, cfg.batch_size, cfg.hint_prob, self.order,
+                                        cfg.bucket_batches)
+            batch = collate(self.feats, picked, self.trainer.parts.tokenizer, self.trainer.dims.canvas_length,
+                            hinted).to(self.trainer.device)
         masks = cfg.masks()
         if masks.active:  # drawn only when on, so runs without masks keep their random stream
             frames = torch.from_numpy(self.feats.audio_frames(np.array([e.index for e in picked])))
@@ -132,11 +139,14 @@ class Loop:
         else:
             if cfg.freeze_audio and cfg.ctc_only_until_minutes > 0 and cfg.train_only == "all":
                 self.trainer.freeze_audio()  # idempotent; also right after a resume into the full stage
-            out = self.trainer.losses(batch, self.generator)
+            with record_function("train.losses"):
+                out = self.trainer.losses(batch, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.trainer.parameters(), cfg.grad_clip)
-        self.optimizer.step()
+        with record_function("train.backward"):
+            out["loss"].backward()
+        with record_function("train.optimizer"):
+            norm = torch.nn.utils.clip_grad_norm_(self.trainer.parameters(), cfg.grad_clip)
+            self.optimizer.step()
         self.run.step += 1
         self.run.examples_seen += len(picked)
         values = {k: float(v.detach()) for k, v in out.items()}
@@ -271,9 +281,11 @@ def prepare_data(config: TrainConfig, dims: ModelDims) -> tuple[FeatureSet, Feat
     return train_feats, eval_feats, timings
 
 
-def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
-    """The full run; returns the checkpoint directory written."""
-    started = time.monotonic()
+def build_loop(config: TrainConfig) -> tuple[Loop, dict, dict]:
+    """Data, tokenizer and model as `config` names them, and the loop over them (resumed when asked).
+
+    Returns the loop, the examples dropped per reason, and the data preparation's timings.
+    """
     torch.set_num_threads(config.threads)
     device = training_device(config.device)
     work = Path(config.work_dir)
@@ -316,6 +328,15 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
     resumed = config.resume and loop.resume()
     if resumed:
         log.info("resumed at step %d (%.1f min trained)", loop.run.step, loop.run.elapsed_s / 60)
+    return loop, dropped, timings
+
+
+def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
+    """The full run; returns the checkpoint directory written."""
+    started = time.monotonic()
+    loop, dropped, timings = build_loop(config)
+    parts, dims, examples, work = loop.trainer.parts, loop.trainer.dims, loop.examples, Path(config.work_dir)
+    device = loop.trainer.device
     run = loop.fit()
 
     info = {

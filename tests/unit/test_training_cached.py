@@ -25,7 +25,8 @@ from app.training.cached import cache_reference, cached_dims, load_cached_splits
 from app.training.config import CACHED_RECIPE, TrainConfig
 from app.training.data import MANIFEST, write_shard
 from app.training.encoder_cache import build_encoder_cache
-from app.training.trainer import Loop, train
+from app.training.step_timing import PARTS, time_training_steps
+from app.training.trainer import Loop, build_loop, train
 from tests.tiny_whisper import write_tiny_whisper
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -209,3 +210,35 @@ def test_eval_scores_a_model_beside_its_baseline_on_the_same_clips(tmp_path: Pat
         assert latency["seconds"] == 5.0 and latency["median_s"] > 0 and latency["short_median_s"] > 0
         assert f"denoising steps run {latency['steps_used']} / {latency['short_steps_used']})" in printed
     assert f"CER {second} | WER {second} | tag right {second} | CER {first}" in printed
+
+
+def test_step_timing_finds_every_part_the_trainer_labels(tmp_path: Path, encoded: Path) -> None:
+    loop, _, _ = build_loop(_config(tmp_path, encoded, self_cond_prob=1.0))
+    timing = time_training_steps(loop, steps=2, warmup=1)
+    assert loop.run.step == 5  # warm-up, timed and profiled steps are all real training steps
+    measured = {label: ms for label, _, ms in timing.parts}
+    assert list(measured) == [label for label, _ in PARTS]
+    assert all(ms > 0 for ms in measured.values()), measured  # a label the trainer no longer sets reads 0
+    passes = ("train.project", "train.prefill", "train.self_cond_pass", "train.decoder_pass", "train.ar_pass",
+              "train.ctc")
+    assert sum(measured[label] for label in passes) <= measured["train.losses"]
+    outer = ("train.batch", "train.losses", "train.backward", "train.optimizer")
+    assert sum(measured[label] for label in outer) <= timing.profiled_step_ms
+    with pytest.raises(ValueError, match="steps >= 1"):
+        time_training_steps(loop, steps=0, warmup=0)
+
+
+def test_bench_train_step_prints_the_table_and_leaves_no_run_behind(tmp_path: Path, encoded: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--preset", "tiny-random", "--no-characters", "--no-word-initial", "--dim", "subsample=4",
+            "--dim", "canvas_length=16", "--dim", "vocab_size=320", "--dim", "max_positions=256",
+            "--dim", "layers=1", "--dim", "layer_types=('full_attention',)"]
+    assert main(["bench-train-step", "--encoder-cache", str(encoded), *tiny, "--batch-size", "3", "--threads", "1",
+                 "--steps", "1", "--warmup", "0"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].endswith("batch 3, 0 warm-up steps")
+    assert [row.split(" | ")[0].lstrip("| ") for row in rows[3:-1]] == [description for _, description in PARTS]
+    assert rows[-1].startswith("| whole step (median of 1, unprofiled) |")
+    assert list(tmp_path.iterdir()) == []  # the default work dir (runs/default) was neither read nor written
