@@ -1,4 +1,4 @@
-"""CLI wiring for training and evaluation: `register(subparsers)` adds `train` and `eval` to `diffusion-asr`."""
+"""CLI wiring for training and evaluation: `register(subparsers)` adds the training subcommands to `diffusion-asr`."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import sys
 from pathlib import Path
 
 from app.training.corpus import SPLIT_NAMES
-from app.training.train_options import add_train_options, train_config
 from app.training.lexicon import LEXICON_PRIORS
+from app.training.train_options import add_train_options, train_config
 
 # The project's real-speech clips live beside the checkout, not inside it.
 SHARED_AUDIO = Path(__file__).resolve().parents[2].parent / "shared" / "audio"
-
-
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -124,7 +122,8 @@ def _cmd_encode_cache(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    """Add `train`, `eval`, `lexicon` and `corpus` to the `diffusion-asr` subcommands."""
+    """Add the training subcommands (`corpus`, `speech`, `recordings`, `encode-cache`, `train`, `bench-train-step`,
+    `eval`, `lexicon`) to `diffusion-asr`."""
     p = subparsers.add_parser(
         "corpus", help="natural sentences from installed Debian text packages, split train/dev/eval",
         description="Reads the packages of `make training-deps`, cleans and de-duplicates their sentences and "

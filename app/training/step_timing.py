@@ -78,4 +78,5 @@ def time_training_steps(loop: Loop, steps: int, warmup: int) -> StepTiming:
 
 def machine_line() -> str:
     """What the timing ran on, for the line above its table."""
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    return (f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}")
