@@ -26,10 +26,11 @@ def _cmd_bench_train_step(args: argparse.Namespace) -> int:
     import tempfile
     from dataclasses import replace
 
-    from app.training.step_timing import machine_line, time_training_steps
-    from app.training.trainer import build_loop
+    from app.training.step_timing import check_timing_request, machine_line, time_training_steps
+    from app.training.trainer import build_loop, training_device
 
     config = train_config(args)
+    check_timing_request(args.steps, args.warmup, training_device(config.device))  # before the data is read
     with tempfile.TemporaryDirectory() as scratch:
         # Without --work-dir the tokenizer is trained afresh in scratch, never read from or written to a run's.
         work = {"work_dir": Path(scratch)} if args.work_dir is None else {}

@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from app.training.trainer import Loop
 
-# The labels the trainer sets, in the order a step runs them; the indented ones are parts of "train.losses".
+# The labels the trainer sets, in the order a step runs them; those described with "- " are parts of "train.losses".
 PARTS: tuple[tuple[str, str], ...] = (
     ("train.batch", "draw and collate the batch"),
     ("train.losses", "forward, all three losses"),
@@ -53,12 +53,17 @@ class StepTiming:
         return rows
 
 
-def time_training_steps(loop: Loop, steps: int, warmup: int) -> StepTiming:
-    """Run `warmup` steps, then `steps` timed steps, then `steps` profiled ones, on the loop's own batches."""
+def check_timing_request(steps: int, warmup: int, device: torch.device) -> None:
+    """Refuse what `time_training_steps` cannot time, before a caller spends time building the loop."""
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got {steps} and {warmup}")
-    if loop.trainer.device.type != "cpu":  # CUDA kernels run asynchronously: host-side ranges would not time them
-        raise ValueError(f"the step timing runs on the CPU only, not on {loop.trainer.device}")
+    if device.type != "cpu":  # CUDA kernels run asynchronously: host-side ranges would not time them
+        raise ValueError(f"the step timing runs on the CPU only, not on {device}")
+
+
+def time_training_steps(loop: Loop, steps: int, warmup: int) -> StepTiming:
+    """Run `warmup` steps, then `steps` timed steps, then `steps` profiled ones, on the loop's own batches."""
+    check_timing_request(steps, warmup, loop.trainer.device)
     for _ in range(warmup):
         loop.step()
     walls = []

@@ -242,3 +242,6 @@ def test_bench_train_step_prints_the_table_and_leaves_no_run_behind(tmp_path: Pa
     assert [row.split(" | ")[0].lstrip("| ") for row in rows[3:-1]] == [description for _, description in PARTS]
     assert rows[-1].startswith("| whole step (median of 1, unprofiled) |")
     assert list(tmp_path.iterdir()) == []  # the default work dir (runs/default) was neither read nor written
+    # A request it cannot time is refused before any data is read: an unreadable cache is never reached.
+    assert main(["bench-train-step", "--encoder-cache", str(tmp_path / "missing"), *tiny, "--steps", "0"]) == 2
+    assert "need steps >= 1" in capsys.readouterr().err
