@@ -1,7 +1,7 @@
 """Loading a whole model: from settings or directories to an `AsrPipeline`, every part checked against the others.
 
-The one place where the row start is chosen: the stock `NoiseStart`, or the embedded demo's `CtcStart` when
-the adapter's `asr_config.json` has a `ctc_start` section.
+The one place where the row start is chosen: the stock `NoiseStart`, or one of the embedded demo's starts when
+the adapter's `asr_config.json` has its section: `CtcStart` (`ctc_start`), `AlignedStart` (`aligned_positions`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from app.checkpoint.layout import CheckpointPaths
 from app.checkpoint.prompt_check import check_prompt
 from app.checkpoint.reading import encoder_frames, load_backbone, load_encoder, load_lexicons, load_tokenizer
 from app.config import ModelSettings
+from app.model.aligned_positions.start import AlignedStart
 from app.model.asr_config import AsrConfig
 from app.model.ctc_start.config import CtcStartConfig
 from app.model.ctc_start.start import CtcStart
@@ -99,6 +100,8 @@ def load_model_dir(model: Path | None = None, **overrides) -> AsrPipeline:
 
 
 def _row_start(adapter: Path, parts: AsrParts, config: AsrConfig) -> RowStart:
+    if config.aligned_positions is not None:
+        return AlignedStart(parts.backbone, parts.tokenizer.pad_token_id)
     if config.ctc_start is None:
         return NoiseStart(parts.backbone)
     try:

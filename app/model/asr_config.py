@@ -12,6 +12,9 @@ from typing import Any
 
 from app.languages import SUPPORTED_LANGUAGES
 
+# The one form of the `aligned_positions` section: audio slots counted along the projector's greedy CTC path.
+ALIGNED_POSITIONS: dict[str, str] = {"counts": "greedy_ctc"}
+
 
 @dataclass(frozen=True)
 class AsrConfig:
@@ -44,6 +47,9 @@ class AsrConfig:
     final_logit_softcapping: float | None = None
     # The embedded demo's add-on (`app.model.ctc_start`), as written in the file; None on the stock path.
     ctc_start: dict[str, Any] | None = None
+    # The embedded demo's aligned prompt positions (`app.model.aligned_positions`): {"counts": "greedy_ctc"} when
+    # on; None on the stock path.
+    aligned_positions: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.languages) - set(SUPPORTED_LANGUAGES))
@@ -51,6 +57,12 @@ class AsrConfig:
             raise ValueError(f"languages {unknown} are not among the supported {list(SUPPORTED_LANGUAGES)}")
         if self.default_steps < 1:
             raise ValueError(f"default_steps must be at least 1, got {self.default_steps}")
+        if self.aligned_positions is not None:
+            if self.aligned_positions != ALIGNED_POSITIONS:
+                raise ValueError(
+                    f"aligned_positions must be {ALIGNED_POSITIONS} or absent, got {self.aligned_positions}")
+            if self.ctc_start is not None:
+                raise ValueError("aligned_positions and ctc_start are two row starts: a checkpoint has one")
 
     def language_tag(self, lang: str) -> str | None:
         """The tag token text for `lang`, when the checkpoint's format defines one."""
@@ -60,7 +72,7 @@ class AsrConfig:
         """The JSON object of `asr_config.json` (the add-on's section only when it is on)."""
         data = asdict(self)
         data["languages"] = list(self.languages)
-        for key in ("ctc_start", "audio_start_token", "audio_end_token", "stated_token_ids",
+        for key in ("ctc_start", "aligned_positions", "audio_start_token", "audio_end_token", "stated_token_ids",
                     "final_logit_softcapping"):
             if data[key] is None:  # absent keys read back as None; files stay as they were
                 del data[key]

@@ -38,11 +38,19 @@ class Prefill:
     """The encoder's KV cache for one prompt: per layer `(keys, values)` of shape `[1, heads, L, dim]`."""
 
     layers: list[tuple[torch.Tensor, torch.Tensor]]
-    length: int  # the prompt's length: canvas slot 0 sits at this rotary position
+    length: int  # the prompt's length: canvas slot 0 sits at this rotary position unless `canvas_position` says
     last_hidden: torch.Tensor | None = None  # [H] the encoder's output at the prompt's last position
     # A row start that seeds the canvas (`app.model.ctc_start`) sets these; the stock start leaves them None.
     start: torch.Tensor | None = None  # [C - 1] ids of canvas slots 1.. at the first step
     tag: int | None = None  # id kept in canvas slot 0 (the language tag) at every step
+    # The rotary position of canvas slot 0 when the prompt's positions are not its indices
+    # (`app.model.aligned_positions`); None: right after the prompt.
+    canvas_position: int | None = None
+
+    @property
+    def canvas_start(self) -> int:
+        """The rotary position of canvas slot 0."""
+        return self.length if self.canvas_position is None else self.canvas_position
 
 
 def prompt_embeddings(
@@ -64,8 +72,11 @@ def prefill(model: DiffusionGemmaForBlockDiffusion, embeds: torch.Tensor) -> Pre
 
 
 @torch.no_grad()
-def prefill_many(model: DiffusionGemmaForBlockDiffusion, embeds: list[torch.Tensor]) -> list[Prefill]:
+def prefill_many(model: DiffusionGemmaForBlockDiffusion, embeds: list[torch.Tensor],
+                 positions: list[torch.Tensor] | None = None) -> list[Prefill]:
     """Prefill several prompts `[1, L_i, H]`, one encoder pass per prompt length; results in input order.
+
+    `positions` (`[1, L_i]` each) replace the prompts' indices as their rotary positions.
 
     Prompts of one length run unpadded: a row's cache differs from its solo prefill only where a matrix product
     over more rows rounds differently (on CPU in fp32: none at 40- and 200-token prompts, up to 6e-7 at 12), the
@@ -77,22 +88,27 @@ def prefill_many(model: DiffusionGemmaForBlockDiffusion, embeds: list[torch.Tens
         by_length.setdefault(e.shape[1], []).append(index)
     out: list[Prefill | None] = [None] * len(embeds)
     for indices in by_length.values():
-        for index, state in zip(indices, prefill_batch(model, torch.cat([embeds[i] for i in indices]))):
+        stacked = torch.cat([positions[i] for i in indices]) if positions is not None else None
+        for index, state in zip(indices, prefill_batch(model, torch.cat([embeds[i] for i in indices]), stacked)):
             out[index] = state
     return out  # type: ignore[return-value]  # every index was filled
 
 
 @torch.no_grad()
-def prefill_batch(model: DiffusionGemmaForBlockDiffusion, embeds: torch.Tensor) -> list[Prefill]:
+def prefill_batch(model: DiffusionGemmaForBlockDiffusion, embeds: torch.Tensor,
+                  positions: torch.Tensor | None = None) -> list[Prefill]:
     """One encoder pass over `[n, L, H]` prompts of the same length; one `Prefill` per row (views of the batch's
-    cache).
+    cache). `positions` `[n, L]` are the rotary positions (default: the indices).
 
     `generate()` reads only `input_ids`, so the encoder is called directly with `inputs_embeds`; the encoder
     discards a 2-D mask's extras, so the precomputed mask dict is passed, as `generate()` itself does.
     """
     rows, length = embeds.shape[:2]
     cache = DynamicCache(config=model.config.get_text_config(decoder=True))
-    positions = torch.arange(length, dtype=torch.int32, device=embeds.device)[None].expand(rows, length)
+    if positions is None:
+        positions = torch.arange(length, dtype=torch.int32, device=embeds.device)[None].expand(rows, length)
+    # An explicit mask and a cache keep transformers from reading repeated positions as packed sequences
+    # (`masking_utils.find_packed_sequence_indices` runs only without both): causality follows the indices.
     mask = model.model.encoder.create_masks_for_generate(
         config=model.config,
         inputs_embeds=embeds,

@@ -190,7 +190,7 @@ class DenoiseBatch:
         mask = torch.ones((len(prefills), longest + self.canvas_length), dtype=torch.bool, device=self.device)
         for row, p in enumerate(prefills):
             mask[row, : longest - p.length] = False
-        starts = torch.tensor([p.length for p in prefills], device=self.device)
+        starts = torch.tensor([p.canvas_start for p in prefills], device=self.device)
         # Each row's canvas sits at its own prompt's positions, whatever the padding in front of it (the cached
         # keys already carry their rotary positions).
         self._positions = (starts[:, None] + torch.arange(self.canvas_length, device=self.device)).int()

@@ -1,0 +1,54 @@
+"""`AlignedStart`: the row start of checkpoints with an `aligned_positions` section. The projected audio fills the
+prompt as under the stock start and the canvas starts from uniform noise; only the prompt's rotary positions
+differ (`positions`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DiffusionGemmaForBlockDiffusion
+
+from app.model.aligned_positions.positions import aligned_positions, canvas_start, emission_counts
+from app.model.backbone import Prefill, prefill_many, prompt_embeddings
+from app.model.prompt import Prompt
+from app.model.row_start import EncodedWindow
+
+
+@dataclass
+class AlignedWindow(EncodedWindow):
+    """A window with the greedy CTC path's emission count at each audio slot."""
+
+    counts: torch.Tensor | None = None  # [audio_slots] long
+
+
+class AlignedStart:
+    """The `RowStart` that places the prompt's audio slots at the canvas positions of the tokens they speak."""
+
+    def __init__(self, backbone: DiffusionGemmaForBlockDiffusion, blank: int) -> None:
+        self.backbone = backbone
+        self.blank = blank
+
+    @torch.no_grad()
+    def encode(self, projected: torch.Tensor, num_samples: list[int]) -> list[EncodedWindow]:
+        # Every slot of the window is counted, padding included, as training counts them: the prompt holds them all.
+        counts = emission_counts(self.backbone.lm_head(projected), self.blank)
+        return [AlignedWindow(row, counts=count) for row, count in zip(projected, counts)]
+
+    def prefill(self, encoded: EncodedWindow, prompt: Prompt, language: str | None) -> Prefill:
+        return self.prefill_many([encoded], [prompt], [language])[0]
+
+    def prefill_many(self, encoded: list[EncodedWindow], prompts: list[Prompt],
+                     languages: list[str | None]) -> list[Prefill]:
+        embeds = [prompt_embeddings(self.backbone, p, e.audio) for e, p in zip(encoded, prompts)]
+        positions = [self._positions(e, p) for e, p in zip(encoded, prompts)]
+        states = prefill_many(self.backbone, embeds, positions)
+        for state, prompt in zip(states, prompts):
+            state.canvas_position = canvas_start(int(prompt.audio_positions[0]))
+        return states
+
+    def _positions(self, encoded: EncodedWindow, prompt: Prompt) -> torch.Tensor:
+        if not isinstance(encoded, AlignedWindow) or encoded.counts is None:
+            raise TypeError("AlignedStart prefills only the windows its own encode() returned")
+        start = int(prompt.audio_positions[0])
+        return aligned_positions(encoded.counts[None], start, len(prompt.ids)).to(torch.int32)
