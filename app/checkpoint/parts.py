@@ -21,7 +21,7 @@ from app.checkpoint.layout import LORA_DIR, PROJECTOR_FILE, PROJECTOR_META_FILE,
 from app.checkpoint.presets import PRESETS, ModelDims, backbone_config, whisper_config
 from app.checkpoint.reading import encoder_frames, load_projector, load_tokenizer
 from app.checkpoint.tokenizer import LANGUAGE_TAG_FORMAT, SEED_CORPUS, build_tokenizer, special_ids
-from app.model.asr_config import AsrConfig
+from app.model.asr_config import ALIGNED_POSITIONS, AsrConfig
 from app.model.backbone import attach_new_lora, lora_config
 from app.model.encoder import feature_extractor_for
 from app.model.projector import Projector
@@ -105,15 +105,17 @@ def load_parts(model: Path, dims: ModelDims) -> ModelParts:
                       pretrained_encoder=reference)
 
 
-def asr_config_for(dims: ModelDims, ctc_start: dict[str, Any] | None = None) -> AsrConfig:
-    """The prompt format of checkpoints the project builds: one language-tag token as the hint (and the CTC-start
-    add-on's section, when a run uses it).
+def asr_config_for(dims: ModelDims, ctc_start: dict[str, Any] | None = None,
+                   aligned_positions: bool = False) -> AsrConfig:
+    """The prompt format of checkpoints the project builds: one language-tag token as the hint (and the section of
+    the demo's add-on a run uses: CTC start or aligned positions).
 
     The hint goes before the audio so that the distance from each audio slot to the canvas is the same with or
     without it: the decoder finds the k-th (compressed) audio slot at one fixed relative position.
     """
     return AsrConfig(
         ctc_start=ctc_start,
+        aligned_positions=dict(ALIGNED_POSITIONS) if aligned_positions else None,
         prompt_template="<bos><start_of_turn>{hint}{audio}<end_of_turn>",
         language_hint=LANGUAGE_TAG_FORMAT.replace("{lang}", "{language}"),
         context_hint="",

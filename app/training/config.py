@@ -106,6 +106,10 @@ class TrainConfig:
     # character, so the backbone need not learn where each character was spoken (the CTC-start add-on,
     # `app.model.ctc_start`); None: as projected, the real model's way.
     audio_compression: str | None = "ctc"
+    # With `audio_compression` None: the prompt's audio slots take the rotary positions of the canvas slots whose
+    # tokens the projector's greedy CTC path has emitted up to them (`app.model.aligned_positions`), so the
+    # decoder finds each token's audio at relative distance 0 instead of counting tokens along the audio.
+    aligned_positions: bool = False
     # The canvas decoding starts from (`ctc_start.canvas`): "ctc" starts from the greedy-CTC transcript, which the
     # decoder keeps or corrects (against "noise": 10-29 points less CER, docs/training.md). Needs "ctc" above.
     canvas_init: str = "ctc"
@@ -148,6 +152,8 @@ class TrainConfig:
 
     def ctc_start(self) -> dict[str, Any] | None:
         """The checkpoint's `ctc_start` section (`app.model.ctc_start.config`), None on the stock path."""
+        if self.aligned_positions and self.audio_compression is not None:
+            raise ValueError("aligned_positions places the audio as projected: it needs audio_compression None")
         if self.audio_compression is None:
             if self.canvas_init != "noise":
                 raise ValueError("canvas_init 'ctc' reads CTC-compressed audio: it needs audio_compression 'ctc'")

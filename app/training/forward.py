@@ -15,6 +15,7 @@ from transformers import DynamicCache
 
 from app.checkpoint.parts import ModelParts, asr_config_for
 from app.checkpoint.presets import ModelDims
+from app.model.aligned_positions.positions import aligned_positions, canvas_start, emission_counts
 from app.model.backbone import softcap
 from app.model.ctc_start.compression import ctc_canvas, prompt_audio
 from app.model.prompt import Prompt, PromptBuilder
@@ -49,7 +50,7 @@ class AsrTrainer:
         # None when training reads the frozen pretrained encoder's cached outputs (`app.training.encoder_cache`).
         self.encoder = parts.whisper.get_encoder() if parts.whisper is not None else None
         self.ctc_start = config.ctc_start()
-        self.asr_config = asr_config_for(dims, self.ctc_start)
+        self.asr_config = asr_config_for(dims, self.ctc_start, config.aligned_positions)
         self.prompts = PromptBuilder(parts.tokenizer, self.asr_config)
         self.self_cond_range = self._self_cond_range()
         self.vocab_size = self.model.config.text_config.vocab_size
@@ -114,8 +115,10 @@ class AsrTrainer:
             hidden = self.encoder(features).last_hidden_state
             return self.parts.projector(hidden)
 
-    def prefill(self, audio: torch.Tensor, ids: torch.Tensor, positions: torch.Tensor):
-        """Backbone causal encoder over the prompt with the audio scattered in (with gradients)."""
+    def prefill(self, audio: torch.Tensor, ids: torch.Tensor, positions: torch.Tensor,
+                rotary: torch.Tensor | None = None):
+        """Backbone causal encoder over the prompt with the audio scattered in (with gradients); `rotary` `[B, L]`
+        are the prompt's rotary positions (default: its indices)."""
         embed = self.model.model.encoder.get_input_embeddings()
         embeds = embed(ids)
         slot_mask = torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
@@ -124,6 +127,8 @@ class AsrTrainer:
         batch, length = ids.shape
         cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
         pos = torch.arange(length, dtype=torch.int32, device=ids.device)[None].expand(batch, -1)
+        if rotary is not None:
+            pos = rotary.to(torch.int32)
         mask = self.model.model.encoder.create_masks_for_generate(
             config=self.model.config, inputs_embeds=embeds,
             attention_mask=torch.ones((batch, length), dtype=torch.bool, device=ids.device), cache=cache,
@@ -196,12 +201,14 @@ class AsrTrainer:
         in_prompt = audio
         if self.ctc_start is not None:  # the add-on's prompt audio, exactly as `CtcStart` feeds it
             in_prompt = prompt_audio(audio, self.model.lm_head, self.parts.tokenizer.pad_token_id)
+        with record_function("train.ctc"):
+            ctc_logits = softcap(self.model.lm_head(audio), self.cap)
+        rotary, canvas_at = self.rotary_positions(ctc_logits, ids.shape[1], int(layout.audio_positions[0]))
         with record_function("train.prefill"):
-            cache, prompt_hidden = self.prefill(in_prompt, ids, layout.audio_positions)
-        length = ids.shape[1]
+            cache, prompt_hidden = self.prefill(in_prompt, ids, layout.audio_positions, rotary)
         canvas_len = targets.canvas.shape[1]
         device = self.device
-        dec_pos = (length + torch.arange(canvas_len, device=device))[None].expand(bsz, -1)
+        dec_pos = (canvas_at + torch.arange(canvas_len, device=device))[None].expand(bsz, -1)
 
         # (1) uniform diffusion, self-conditioned as inference does: a first pass's logits (later steps) on a
         # fraction of the rows. Random draws come from the CPU generator (the same stream on any device), then move.
@@ -223,22 +230,32 @@ class AsrTrainer:
             ).logits
             l_diff = losses.diffusion_loss(logits, targets.canvas, targets.content, cfg.pad_weight)
         with record_function("train.ar_pass"):
-            l_ar = self.ar_loss(cache, prompt_hidden, targets, length)
+            l_ar = self.ar_loss(cache, prompt_hidden, targets, canvas_at, ids.shape[1])
         with record_function("train.ctc"):
-            ctc_logits = softcap(self.model.lm_head(audio), self.cap)
             l_ctc = losses.ctc_loss(ctc_logits, batch.slots, targets.ctc, targets.ctc_lengths,
                                     blank=self.parts.tokenizer.pad_token_id)
         total = cfg.w_diffusion * l_diff + cfg.w_ar * l_ar + cfg.w_ctc * l_ctc
         return {"loss": total, "diff": l_diff, "ar": l_ar, "ctc": l_ctc}
 
+    def rotary_positions(self, ctc_logits: torch.Tensor, length: int,
+                         audio_start: int) -> tuple[torch.Tensor | None, int]:
+        """The prompt's rotary positions `[B, L]` (None: its indices) and canvas slot 0's position, as the
+        checkpoint's row start will give them (`AlignedStart` with `aligned_positions`)."""
+        if not self.config.aligned_positions:
+            return None, length
+        counts = emission_counts(ctc_logits.detach(), self.parts.tokenizer.pad_token_id)
+        return aligned_positions(counts, audio_start, length), canvas_start(audio_start)
+
     def ar_loss(self, cache: DynamicCache, prompt_hidden: torch.Tensor, targets: losses.Targets,
-                length: int) -> torch.Tensor:
-        """The autoregressive auxiliary loss; after the decoder pass, since it appends the target to the cache."""
+                canvas_at: int, length: int) -> torch.Tensor:
+        """The autoregressive auxiliary loss; after the decoder pass, since it appends the target to the cache.
+
+        The target's tokens sit at the canvas's rotary positions (from `canvas_at`); `length` is the prompt's."""
         device, bsz = self.device, prompt_hidden.shape[0]
         embed = self.model.model.encoder.get_input_embeddings()
         ar_embeds = embed(targets.ar_inputs)
         steps = ar_embeds.shape[1]
-        ar_pos = (length + torch.arange(steps, dtype=torch.int32, device=device))[None].expand(bsz, -1)
+        ar_pos = (canvas_at + torch.arange(steps, dtype=torch.int32, device=device))[None].expand(bsz, -1)
         mask = self.model.model.encoder.create_masks_for_generate(
             config=self.model.config, inputs_embeds=ar_embeds,
             attention_mask=torch.ones((bsz, length + steps), dtype=torch.bool, device=device), cache=cache,

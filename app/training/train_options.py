@@ -29,7 +29,7 @@ TRAIN_FIELDS = (
     "lr_per_stage",
     "device", "canvas_init", "seed_prob", "seed_noise_exponent",
     "freq_masks", "freq_mask_bins", "time_masks", "time_mask_frac", "init_from", "train_only", "corpus",
-    "encoder_cache", "self_cond_temperatures",
+    "encoder_cache", "self_cond_temperatures", "aligned_positions",
 )
 
 
@@ -65,6 +65,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="stop training the encoder and projector after the CTC stage")
     p.add_argument("--canvas-init", choices=CANVASES,
                    help="the canvas decoding starts from: uniform noise, or the greedy-CTC transcript")
+    p.add_argument("--aligned-positions", action=argparse.BooleanOptionalAction, default=None,
+                   help="place each audio slot at the rotary position of the canvas slot whose token the greedy "
+                        "CTC path has emitted up to it (with --encoder-cache; the checkpoint decodes that way)")
     p.add_argument("--seed-prob", type=float,
                    help="fraction of training rows whose noisy canvas is the greedy-CTC transcript (--canvas-init ctc)")
     p.add_argument("--seed-noise-exponent", type=float,

@@ -18,6 +18,8 @@ from app.checkpoint.parts import build_model
 from app.checkpoint.pretrained_encoder import load_pretrained_encoder
 from app.checkpoint.whisper_base import MARKER_FILE, WHISPER_BASE_DIR
 from app.cli import main
+from app.model.aligned_positions.start import AlignedStart
+from app.model.backbone import softcap
 from app.model.encoder import encode, feature_extractor_for, log_mel, window_frames
 from app.model.row_start import NoiseStart
 from app.training.batches import make_examples, train_tokenizer
@@ -245,3 +247,38 @@ def test_bench_train_step_prints_the_table_and_leaves_no_run_behind(tmp_path: Pa
     # A request it cannot time is refused before any data is read: an unreadable cache is never reached.
     assert main(["bench-train-step", "--encoder-cache", str(tmp_path / "missing"), *tiny, "--steps", "0"]) == 2
     assert "need steps >= 1" in capsys.readouterr().err
+
+
+def test_aligned_positions_train_and_decode_at_the_same_positions(tmp_path: Path, encoded: Path, cache_root: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("ASR_CACHE_DIR", str(cache_root))
+    config = _config(tmp_path, encoded, aligned_positions=True, max_steps=2)
+    loop, _, _ = build_loop(config)
+    out = train(config, argv=["train", "--aligned-positions"])
+    asr_config = json.loads((out / "adapter" / "asr_config.json").read_text(encoding="utf-8"))
+    assert asr_config["aligned_positions"] == {"counts": "greedy_ctc"} and "ctc_start" not in asr_config
+    pipeline = load_model_dir(out, device=torch.device("cpu"), dtype=torch.float32)
+    assert isinstance(pipeline.start, AlignedStart)
+
+    # Training prefills a clip at the positions the loaded checkpoint's row start gives the same audio.
+    trainer = loop.trainer
+    features = torch.as_tensor(np.asarray(loop.feats.features[:3]))
+    ids, layout = trainer.prompt(3, None)
+    with torch.no_grad():
+        projected = trainer.project(features)
+        ctc_logits = softcap(trainer.model.lm_head(projected), trainer.cap)
+        rotary, canvas_at = trainer.rotary_positions(ctc_logits, ids.shape[1], int(layout.audio_positions[0]))
+        cache, _ = trainer.prefill(projected, ids, layout.audio_positions, rotary)
+        start = AlignedStart(trainer.model, trainer.parts.tokenizer.pad_token_id)
+        prompt = trainer.prompts.build(None)
+        states = start.prefill_many(start.encode(projected, [16_000] * 3), [prompt] * 3, [None] * 3)
+    for row, state in enumerate(states):
+        assert state.canvas_start == canvas_at < ids.shape[1]
+        for layer, (keys, values) in zip(cache.layers, state.layers, strict=True):
+            torch.testing.assert_close(layer.keys[row : row + 1], keys, rtol=0, atol=1e-5)
+            torch.testing.assert_close(layer.values[row : row + 1], values, rtol=0, atol=1e-5)
+
+    assert main(["transcribe", "--model", str(out), "--format", "json",
+                 str(_wav(tmp_path / "a.wav", _clips()[0]))]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out)["text"], str)
