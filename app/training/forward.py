@@ -126,8 +126,9 @@ class AsrTrainer:
         embeds = embeds.masked_scatter(slot_mask[..., None], audio.to(embeds.dtype))
         batch, length = ids.shape
         cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
-        pos = torch.arange(length, dtype=torch.int32, device=ids.device)[None].expand(batch, -1)
-        if rotary is not None:
+        if rotary is None:
+            pos = torch.arange(length, dtype=torch.int32, device=ids.device)[None].expand(batch, -1)
+        else:
             pos = rotary.to(torch.int32)
         mask = self.model.model.encoder.create_masks_for_generate(
             config=self.model.config, inputs_embeds=embeds,

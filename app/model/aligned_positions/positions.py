@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import torch
 
+from app.model.ctc_path import greedy_emissions
+
 
 def emission_counts(logits: torch.Tensor, blank: int) -> torch.Tensor:
     """`[B, S]` tokens the greedy CTC path of per-slot `logits` `[B, S, V]` has emitted up to each slot (inclusive).
 
-    A slot emits when its argmax is not `blank` and differs from the previous slot's (CTC's collapse rule,
-    `app.training.losses.greedy_ctc`). The soft-capping the lm_head's logits get is monotonic, so it does not
-    change the path and is not applied.
+    The soft-capping the lm_head's logits get is monotonic, so it does not change the path and is not applied.
     """
-    best = logits.argmax(dim=-1)
-    previous = torch.cat([torch.full_like(best[:, :1], blank), best[:, :-1]], dim=1)
-    emits = (best != blank) & (best != previous)
-    return emits.long().cumsum(dim=1)
+    return greedy_emissions(logits.argmax(dim=-1), blank).long().cumsum(dim=1)
 
 
 def aligned_positions(counts: torch.Tensor, audio_start: int, prompt_length: int) -> torch.Tensor:

@@ -41,14 +41,15 @@ class AlignedStart:
     def prefill_many(self, encoded: list[EncodedWindow], prompts: list[Prompt],
                      languages: list[str | None]) -> list[Prefill]:
         embeds = [prompt_embeddings(self.backbone, p, e.audio) for e, p in zip(encoded, prompts)]
-        positions = [self._positions(e, p) for e, p in zip(encoded, prompts)]
+        starts = [int(p.audio_positions[0]) for p in prompts]
+        positions = [self._positions(e, start, len(p.ids)) for e, p, start in zip(encoded, prompts, starts)]
         states = prefill_many(self.backbone, embeds, positions)
-        for state, prompt in zip(states, prompts):
-            state.canvas_position = canvas_start(int(prompt.audio_positions[0]))
+        for state, start in zip(states, starts):
+            state.canvas_position = canvas_start(start)
         return states
 
-    def _positions(self, encoded: EncodedWindow, prompt: Prompt) -> torch.Tensor:
+    @staticmethod
+    def _positions(encoded: EncodedWindow, audio_start: int, prompt_length: int) -> torch.Tensor:
         if not isinstance(encoded, AlignedWindow) or encoded.counts is None:
             raise TypeError("AlignedStart prefills only the windows its own encode() returned")
-        start = int(prompt.audio_positions[0])
-        return aligned_positions(encoded.counts[None], start, len(prompt.ids)).to(torch.int32)
+        return aligned_positions(encoded.counts[None], audio_start, prompt_length).to(torch.int32)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from app.model.ctc_path import greedy_emissions
+
 
 def ctc_compress(audio: torch.Tensor, logits: torch.Tensor, blank: int) -> torch.Tensor:
     """`[B, S, H]` audio, `[B, S, V]` CTC logits -> `[B, S, H]`: the mean of each emitted run, left-aligned.
@@ -22,9 +24,7 @@ def ctc_compress(audio: torch.Tensor, logits: torch.Tensor, blank: int) -> torch
     """
     labels = logits.argmax(dim=-1)
     emitted = labels != blank
-    previous = torch.nn.functional.pad(labels[:, :-1], (1, 0), value=blank)
-    starts = emitted & (labels != previous)
-    run = torch.cumsum(starts.long(), dim=1) - 1
+    run = torch.cumsum(greedy_emissions(labels, blank).long(), dim=1) - 1
     return compress_runs(audio, torch.where(emitted, run, torch.full_like(run, -1)))
 
 
