@@ -41,6 +41,10 @@ CACHED_RECIPE: dict[str, Any] = {
 }
 
 
+# How training counts the tokens emitted before each audio slot under aligned positions (`aligned_counts`).
+ALIGNED_COUNTS = ("greedy", "forced")
+
+
 @dataclass
 class TrainConfig:
     """Every choice of a training run (recorded in the model card and the resumable state)."""
@@ -110,6 +114,10 @@ class TrainConfig:
     # tokens the projector's greedy CTC path has emitted up to them (`app.model.aligned_positions`), so the
     # decoder finds each token's audio at relative distance 0 instead of counting tokens along the audio.
     aligned_positions: bool = False
+    # What training counts along for those positions: "greedy", the projector's best path as inference does, or
+    # "forced", the Viterbi alignment of the transcript through the same CTC head (`app.training.aligned_counts`),
+    # which keeps each reference token beside its own audio where the best path drops or adds one.
+    aligned_counts: str = "greedy"
     # The canvas decoding starts from (`ctc_start.canvas`): "ctc" starts from the greedy-CTC transcript, which the
     # decoder keeps or corrects (against "noise": 10-29 points less CER, docs/training.md). Needs "ctc" above.
     canvas_init: str = "ctc"
@@ -154,6 +162,8 @@ class TrainConfig:
         """The checkpoint's `ctc_start` section (`app.model.ctc_start.config`), None on the stock path."""
         if self.aligned_positions and self.audio_compression is not None:
             raise ValueError("aligned_positions places the audio as projected: it needs audio_compression None")
+        if self.aligned_counts not in ALIGNED_COUNTS:
+            raise ValueError(f"aligned_counts must be one of {ALIGNED_COUNTS}, got {self.aligned_counts!r}")
         if self.audio_compression is None:
             if self.canvas_init != "noise":
                 raise ValueError("canvas_init 'ctc' reads CTC-compressed audio: it needs audio_compression 'ctc'")

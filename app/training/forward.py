@@ -20,6 +20,7 @@ from app.model.backbone import softcap
 from app.model.ctc_start.compression import ctc_canvas, prompt_audio
 from app.model.prompt import Prompt, PromptBuilder
 from app.training import losses
+from app.training.aligned_counts import forced_counts
 from app.training.batches import Batch
 from app.training.config import TrainConfig
 
@@ -204,7 +205,7 @@ class AsrTrainer:
             in_prompt = prompt_audio(audio, self.model.lm_head, self.parts.tokenizer.pad_token_id)
         with record_function("train.ctc"):
             ctc_logits = softcap(self.model.lm_head(audio), self.cap)
-        rotary, canvas_at = self.rotary_positions(ctc_logits, ids.shape[1], int(layout.audio_positions[0]))
+        rotary, canvas_at = self.rotary_positions(ctc_logits, ids.shape[1], int(layout.audio_positions[0]), batch)
         with record_function("train.prefill"):
             cache, prompt_hidden = self.prefill(in_prompt, ids, layout.audio_positions, rotary)
         canvas_len = targets.canvas.shape[1]
@@ -238,13 +239,20 @@ class AsrTrainer:
         total = cfg.w_diffusion * l_diff + cfg.w_ar * l_ar + cfg.w_ctc * l_ctc
         return {"loss": total, "diff": l_diff, "ar": l_ar, "ctc": l_ctc}
 
-    def rotary_positions(self, ctc_logits: torch.Tensor, length: int,
-                         audio_start: int) -> tuple[torch.Tensor | None, int]:
+    def rotary_positions(self, ctc_logits: torch.Tensor, length: int, audio_start: int,
+                         batch: Batch | None = None) -> tuple[torch.Tensor | None, int]:
         """The prompt's rotary positions `[B, L]` (None: its indices) and canvas slot 0's position, as the
-        checkpoint's row start will give them (`AlignedStart` with `aligned_positions`)."""
+        checkpoint's row start will give them (`AlignedStart` with `aligned_positions`), counted along the path
+        `aligned_counts` names ("forced" follows `batch`'s transcripts)."""
         if not self.config.aligned_positions:
             return None, length
-        counts = emission_counts(ctc_logits.detach(), self.parts.tokenizer.pad_token_id)
+        blank = self.parts.tokenizer.pad_token_id
+        if self.config.aligned_counts == "forced":
+            if batch is None:
+                raise ValueError("forced counts follow a batch's transcripts: pass the batch")
+            counts = forced_counts(ctc_logits, batch.slots, batch.targets.ctc, batch.targets.ctc_lengths, blank)
+        else:
+            counts = emission_counts(ctc_logits.detach(), blank)
         return aligned_positions(counts, audio_start, length), canvas_start(audio_start)
 
     def ar_loss(self, cache: DynamicCache, prompt_hidden: torch.Tensor, targets: losses.Targets,

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 from app.model.ctc_start.config import CANVASES
-from app.training.config import CACHED_RECIPE, SHIPPED_DIMS, TrainConfig
+from app.training.config import ALIGNED_COUNTS, CACHED_RECIPE, SHIPPED_DIMS, TrainConfig
 
 
 def _parse_dim(text: str) -> tuple[str, object]:
@@ -29,7 +29,7 @@ TRAIN_FIELDS = (
     "lr_per_stage",
     "device", "canvas_init", "seed_prob", "seed_noise_exponent",
     "freq_masks", "freq_mask_bins", "time_masks", "time_mask_frac", "init_from", "train_only", "corpus",
-    "encoder_cache", "self_cond_temperatures", "aligned_positions",
+    "encoder_cache", "self_cond_temperatures", "aligned_positions", "aligned_counts",
 )
 
 
@@ -68,6 +68,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aligned-positions", action=argparse.BooleanOptionalAction, default=None,
                    help="place each audio slot at the rotary position of the canvas slot whose token the greedy "
                         "CTC path has emitted up to it (with --encoder-cache; the checkpoint decodes that way)")
+    p.add_argument("--aligned-counts", choices=ALIGNED_COUNTS,
+                   help="with --aligned-positions, count in training along the greedy path (as inference does) "
+                        "or along the forced alignment of the transcript")
     p.add_argument("--seed-prob", type=float,
                    help="fraction of training rows whose noisy canvas is the greedy-CTC transcript (--canvas-init ctc)")
     p.add_argument("--seed-noise-exponent", type=float,

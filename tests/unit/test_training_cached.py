@@ -22,7 +22,7 @@ from app.model.aligned_positions.start import AlignedStart
 from app.model.backbone import softcap
 from app.model.encoder import encode, feature_extractor_for, log_mel, window_frames
 from app.model.row_start import NoiseStart
-from app.training.batches import make_examples, train_tokenizer
+from app.training.batches import collate, make_examples, train_tokenizer
 from app.training.cached import cache_reference, cached_dims, load_cached_splits
 from app.training.config import CACHED_RECIPE, TrainConfig
 from app.training.data import MANIFEST, write_shard
@@ -282,3 +282,24 @@ def test_aligned_positions_train_and_decode_at_the_same_positions(tmp_path: Path
     assert main(["transcribe", "--model", str(out), "--format", "json",
                  str(_wav(tmp_path / "a.wav", _clips()[0]))]) == 0
     assert isinstance(json.loads(capsys.readouterr().out)["text"], str)
+
+
+def test_forced_counts_put_each_transcripts_last_token_at_the_end_of_its_audio(tmp_path: Path,
+                                                                                encoded: Path) -> None:
+    config = _config(tmp_path, encoded, aligned_positions=True, aligned_counts="forced", max_steps=2)
+    loop, _, _ = build_loop(config)
+    trainer = loop.trainer
+    batch = collate(loop.feats, loop.examples, trainer.parts.tokenizer, trainer.dims.canvas_length, False)
+    ids, layout = trainer.prompt(len(loop.examples), None)
+    audio_start = int(layout.audio_positions[0])
+    with torch.no_grad():
+        ctc_logits = softcap(trainer.model.lm_head(trainer.project(batch.features)), trainer.cap)
+        rotary, _ = trainer.rotary_positions(ctc_logits, ids.shape[1], audio_start, batch)
+    # Whatever the untrained head's best path reads, the transcript's alignment has emitted all its tokens by
+    # the clip's last audio slot, so that slot sits at text token n's canvas position.
+    for row, (slots, length) in enumerate(zip(batch.slots.tolist(), batch.targets.ctc_lengths.tolist())):
+        assert int(rotary[row, audio_start + slots - 1]) == audio_start + length
+    with pytest.raises(ValueError, match="pass the batch"):
+        trainer.rotary_positions(ctc_logits, ids.shape[1], audio_start)
+    history = [loop.step() for _ in range(2)]
+    assert all(np.isfinite(v) for values in history for v in values.values()), history
