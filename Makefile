@@ -53,16 +53,19 @@ training-deps: system-deps
 
 # The data of the whisper-base recipe (docs/training-v2.md), built from the packages above into RUN: the corpus,
 # PER_LANG varied synthetic training clips per language, PLAIN_PER_LANG clean ones in each language's default
-# espeak-ng voice, the dev and eval splits, the plain eval check set, the recorded prompts, and the frozen
+# espeak-ng voice, WORDS_PER_LANG clean strings of each language's frequent words (the everyday vocabulary the
+# corpus's sources lack), the dev and eval splits, the plain eval check set, the recorded prompts, and the frozen
 # encoder's outputs for the trainer (`train --encoder-cache $(RUN)/cache`, which reads every train* cache).
 # Every step is deterministic, and encode-cache reuses a complete cache, so a rerun rebuilds the same data.
 RUN ?= runs/v2
 PER_LANG ?= 1500
 PLAIN_PER_LANG ?= 1500
+WORDS_PER_LANG ?= 1000
 training-data: training-deps venv
 	$(ASR) corpus --out $(RUN)/corpus
 	$(ASR) speech --corpus $(RUN)/corpus --out $(RUN)/data --split train --per-lang $(PER_LANG) --workers 2
 	$(ASR) speech --corpus $(RUN)/corpus --out $(RUN)/plain --split train --per-lang $(PLAIN_PER_LANG) --plain --workers 2
+	$(ASR) speech --word-lists --out $(RUN)/words --split train --per-lang $(WORDS_PER_LANG) --plain --workers 2
 	$(ASR) speech --corpus $(RUN)/corpus --out $(RUN)/data --split dev --per-lang 25 --workers 2
 	$(ASR) speech --corpus $(RUN)/corpus --out $(RUN)/data --split eval --per-lang 100 --workers 2
 	$(ASR) speech --corpus $(RUN)/corpus --out $(RUN)/plain --split eval --per-lang 100 --plain --workers 2
@@ -72,6 +75,7 @@ training-data: training-deps venv
 	$(ASR) encode-cache --data $(RUN)/data/train --out $(RUN)/cache/train
 	$(ASR) encode-cache --data $(RUN)/rec/train --out $(RUN)/cache/train-recordings
 	$(ASR) encode-cache --data $(RUN)/plain/train --out $(RUN)/cache/train-plain
+	$(ASR) encode-cache --data $(RUN)/words/train --out $(RUN)/cache/train-words
 
 run: system-deps venv
 	$(ASR) serve

@@ -79,7 +79,7 @@ def _cmd_speech(args: argparse.Namespace) -> int:
     try:
         dest = generate_dataset(args.out, list(args.languages or SUPPORTED_LANGUAGES), args.per_lang, args.seed,
                                 args.split, workers=args.workers, max_seconds=args.max_seconds,
-                                corpus_dir=args.corpus, engines=() if args.plain else tuple(args.engines),
+                                corpus_dir=None if args.word_lists else args.corpus, engines=() if args.plain else tuple(args.engines),
                                 plain=args.plain)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -141,7 +141,11 @@ def register(subparsers) -> None:
         description="Writes OUT/SPLIT/shard-*.npz and manifest.json in the format `train` reads; each clip's "
                     "voice and effects are a pure function of (seed, split, language, index).",
     )
-    p.add_argument("--corpus", type=Path, default=Path("runs/corpus"), help="written by `diffusion-asr corpus`")
+    text = p.add_mutually_exclusive_group()
+    text.add_argument("--corpus", type=Path, default=Path("runs/corpus"), help="written by `diffusion-asr corpus`")
+    text.add_argument("--word-lists", action="store_true",
+                      help="random strings of each language's most frequent words (wordfreq) instead of the corpus: "
+                           "the everyday words the corpus's sources lack; train never holds an eval sentence")
     p.add_argument("--out", type=Path, default=Path("runs/natural/data"))
     p.add_argument("--split", choices=SPLIT_NAMES, default="train",
                    help="dev: sentences neither trained on nor scored, for choosing decoding settings")

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.training import degrade, synth, voices
+from app.training import degrade, synth, texts, voices
 from app.training.commands import main as training_main
-from app.training.data import clip_rng, load_dataset, split_sentences
+from app.training.data import EVAL_RESERVE, clip_rng, load_dataset, split_sentences
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="install the Debian package espeak-ng (make system-deps)")
@@ -230,3 +230,23 @@ def test_model_card_names_the_corpus_sources_and_engines() -> None:
             "package": "fillets-ng-data", "version": "1.0.1-1.1", "licence": "GPL-2"}}}}})
     assert "espeak and pico voices" in lines and "fillets-ng-data 1.0.1-1.1, GPL-2" in lines
     assert "random sequences" not in lines
+
+
+@needs_espeak
+def test_speech_command_renders_word_lists_that_hold_no_eval_sentence(tmp_path: Path) -> None:
+    assert training_main(["speech", "--word-lists", "--out", str(tmp_path / "o"), "--split", "train",
+                          "--languages", "en", "--per-lang", "4", "--workers", "1", "--plain"]) == 0
+    texts_written = [c.text for c in load_dataset(tmp_path / "o" / "train")]
+    words = set(texts.vocabulary("en"))
+    assert len(set(texts_written)) == 4
+    # Each a string of the language's frequent words, lowercase and unpunctuated, as the word-list streams make.
+    assert all(3 <= len(t.split()) <= 8 and set(t.split()) <= words for t in texts_written)
+    assert not set(texts_written) & set(texts.eval_sentences("en", EVAL_RESERVE, seed=0))
+    manifest = json.loads((tmp_path / "o" / "train" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["text_source"]["source"] == texts.TEXT_SOURCE
+
+
+def test_word_lists_and_a_corpus_are_refused_together(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        training_main(["speech", "--word-lists", "--corpus", "runs/corpus"])
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
