@@ -24,10 +24,12 @@ from app.results import DecodeOptions
 from app.training import synth, texts
 from app.training.data import clip_rng
 from app.training.evaluate import cer
+from tests.everyday_sentences import EVERYDAY_SENTENCES
 
 FIRST_SENTENCE, SENTENCES = 300, 6
 MAX_CER = {"en": 0.22, "de": 0.05, "fr": 0.15, "es": 0.08, "hi": 0.05, "zh": 0.17}
 MAX_WRONG_LANGUAGE = 1
+MAX_EVERYDAY_CER = {"en": 0.35, "de": 0.3, "fr": 0.4, "es": 0.12, "hi": 0.15, "zh": 0.65}
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +55,16 @@ def test_held_out_sentences_transcribe_with_their_language_and_a_low_cer(pipelin
         named.append(result.language)
     assert sum(found != lang for found in named) <= MAX_WRONG_LANGUAGE, list(zip(sentences, named))
     assert cer(sentences, hyps) <= MAX_CER[lang], list(zip(sentences, hyps))
+
+
+@pytest.mark.parametrize("lang", texts.LANGS)
+def test_everyday_sentences_in_the_default_voice_transcribe_with_a_bounded_cer(pipeline: AsrPipeline,
+                                                                               lang: str) -> None:
+    sentences = EVERYDAY_SENTENCES[lang]
+    hyps, named = [], []
+    for sentence in sentences:
+        result = pipeline.transcribe(synth.speak_plain(sentence, lang), DecodeOptions(steps=8))  # no hint
+        hyps.append(result.text)
+        named.append(result.language)
+    assert sum(found != lang for found in named) <= MAX_WRONG_LANGUAGE, list(zip(sentences, named))
+    assert cer(sentences, hyps) <= MAX_EVERYDAY_CER[lang], list(zip(sentences, hyps))
