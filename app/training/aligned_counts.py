@@ -25,8 +25,8 @@ def forced_counts(logits: torch.Tensor, slots: torch.Tensor, targets: torch.Tens
     logprobs = torch.log_softmax(logits.detach().float(), dim=-1).cpu().numpy()
     for row, (length, used) in enumerate(zip(target_lengths.tolist(), slots.tolist())):
         ids = targets[row, :length].tolist()
-        path = ctc_alignment(logprobs[row, :used], ids, blank)
-        if path is None or not ids:
+        path = ctc_alignment(logprobs[row, :used], ids, blank) if ids else None
+        if path is None:
             continue
         # A token's count starts on the first frame of its run: the highest token index seen so far, plus one.
         emitted = np.maximum.accumulate(path) + 1

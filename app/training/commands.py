@@ -76,10 +76,11 @@ def _cmd_speech(args: argparse.Namespace) -> int:
     from app.languages import SUPPORTED_LANGUAGES
     from app.training.data import generate_dataset
 
+    corpus_dir = None if args.word_lists else args.corpus  # no corpus: the word-list streams
     try:
         dest = generate_dataset(args.out, list(args.languages or SUPPORTED_LANGUAGES), args.per_lang, args.seed,
                                 args.split, workers=args.workers, max_seconds=args.max_seconds,
-                                corpus_dir=None if args.word_lists else args.corpus, engines=() if args.plain else tuple(args.engines),
+                                corpus_dir=corpus_dir, engines=() if args.plain else tuple(args.engines),
                                 plain=args.plain)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch.nn import functional as F
 
+from app.model.ctc_path import greedy_emissions
+
 IGNORE = -100
 
 
@@ -119,14 +121,7 @@ def ctc_required_slots(ids: list[int]) -> int:
 
 
 def greedy_ctc(logits: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> list[list[int]]:
-    """Best-path CTC decoding: argmax, collapse repeats, drop blanks."""
+    """Best-path CTC decoding: argmax, collapse repeats, drop blanks (`app.model.ctc_path`'s emission rule)."""
     best = logits.argmax(dim=-1)
-    out = []
-    for row, length in zip(best.tolist(), lengths.tolist()):
-        ids, prev = [], None
-        for token in row[:length]:
-            if token != prev and token != blank:
-                ids.append(token)
-            prev = token
-        out.append(ids)
-    return out
+    emitted = greedy_emissions(best, blank)
+    return [labels[:length][emits[:length]].tolist() for labels, emits, length in zip(best, emitted, lengths.tolist())]

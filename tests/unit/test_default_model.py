@@ -44,27 +44,26 @@ def test_the_shipped_model_fits_the_size_budget() -> None:
     assert weights <= 25_000_000
 
 
+def _assert_read(pipeline: AsrPipeline, lang: str, sentences: list[str], clips: list, max_cer: float) -> None:
+    """Each clip transcribed with no language hint (the model names it): languages named and CER bounded."""
+    results = [pipeline.transcribe(audio, DecodeOptions(steps=8)) for audio in clips]
+    named = [result.language for result in results]
+    hyps = [result.text for result in results]
+    assert sum(found != lang for found in named) <= MAX_WRONG_LANGUAGE, list(zip(sentences, named))
+    assert cer(sentences, hyps) <= max_cer, list(zip(sentences, hyps))
+
+
 @pytest.mark.parametrize("lang", texts.LANGS)
 def test_held_out_sentences_transcribe_with_their_language_and_a_low_cer(pipeline: AsrPipeline, lang: str) -> None:
     sentences = texts.eval_sentences(lang, FIRST_SENTENCE + SENTENCES, seed=0)[FIRST_SENTENCE:]
-    hyps, named = [], []
-    for index, sentence in enumerate(sentences):
-        audio = synth.synthesize(sentence, lang, clip_rng(0, "default-model-test", lang, index))
-        result = pipeline.transcribe(audio, DecodeOptions(steps=8))  # no language hint: the model names it
-        hyps.append(result.text)
-        named.append(result.language)
-    assert sum(found != lang for found in named) <= MAX_WRONG_LANGUAGE, list(zip(sentences, named))
-    assert cer(sentences, hyps) <= MAX_CER[lang], list(zip(sentences, hyps))
+    clips = [synth.synthesize(sentence, lang, clip_rng(0, "default-model-test", lang, index))
+             for index, sentence in enumerate(sentences)]
+    _assert_read(pipeline, lang, sentences, clips, MAX_CER[lang])
 
 
 @pytest.mark.parametrize("lang", texts.LANGS)
 def test_everyday_sentences_in_the_default_voice_transcribe_with_a_bounded_cer(pipeline: AsrPipeline,
                                                                                lang: str) -> None:
     sentences = EVERYDAY_SENTENCES[lang]
-    hyps, named = [], []
-    for sentence in sentences:
-        result = pipeline.transcribe(synth.speak_plain(sentence, lang), DecodeOptions(steps=8))  # no hint
-        hyps.append(result.text)
-        named.append(result.language)
-    assert sum(found != lang for found in named) <= MAX_WRONG_LANGUAGE, list(zip(sentences, named))
-    assert cer(sentences, hyps) <= MAX_EVERYDAY_CER[lang], list(zip(sentences, hyps))
+    clips = [synth.speak_plain(sentence, lang) for sentence in sentences]
+    _assert_read(pipeline, lang, sentences, clips, MAX_EVERYDAY_CER[lang])
