@@ -60,7 +60,7 @@ training-deps: system-deps
 RUN ?= runs/v2
 PER_LANG ?= 1500
 PLAIN_PER_LANG ?= 1500
-WORDS_PER_LANG ?= 1000
+WORDS_PER_LANG ?= 3000
 training-data: training-deps venv
 	$(ASR) corpus --out $(RUN)/corpus
 	$(ASR) speech --corpus $(RUN)/corpus --out $(RUN)/data --split train --per-lang $(PER_LANG) --workers 2
