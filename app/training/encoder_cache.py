@@ -7,6 +7,9 @@ and writes:
   meta.json     texts, langs, num_samples, audio_positions per clip, window, encoder identity, dataset manifest
 The whole window is stored, padding included: Whisper's encoder attends over the padded window, so its outputs
 at the padding depend on the audio, and the model reads all of them at inference.
+While a build runs, progress.json says how many clips encoder.npy already holds: an interrupted build of the same
+dataset, window and encoder goes on from there instead of encoding everything again (the training data's
+largest cost on a CPU, 30-80 minutes at 4-6 clips/s).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from app.training.features import fast_log_mel
 
 OUTPUTS = "encoder.npy"
 META = "meta.json"
+PROGRESS = "progress.json"
 # Each encoder position covers two mel hops (its second convolution has stride 2).
 SAMPLES_PER_POSITION = 2 * HOP_LENGTH
 
@@ -69,10 +73,30 @@ def _batches(clips: Iterator[Clip], size: int) -> Iterator[list[Clip]]:
         yield batch
 
 
+def _resume_point(out_dir: Path, identity: dict, shape: tuple[int, int, int]) -> int:
+    """How many clips an interrupted build of the same identity left in encoder.npy (0: start afresh)."""
+    progress_path, outputs_path = out_dir / PROGRESS, out_dir / OUTPUTS
+    if not (progress_path.is_file() and outputs_path.is_file()):
+        return 0
+    progress = json.loads(progress_path.read_text(encoding="utf-8"))
+    if progress.get("identity") != identity or progress.get("shape") != list(shape):
+        return 0
+    return int(progress.get("done", 0))
+
+
+def _write_progress(out_dir: Path, identity: dict, shape: tuple[int, int, int], done: int) -> None:
+    # Written only after the memmap is flushed, so `done` never counts clips that are not on disk; the rename
+    # keeps a crash mid-write from leaving a torn file.
+    tmp = out_dir / (PROGRESS + ".tmp")
+    tmp.write_text(json.dumps({"identity": identity, "shape": list(shape), "done": done}), encoding="utf-8")
+    tmp.replace(out_dir / PROGRESS)
+
+
 def build_encoder_cache(dataset_dir: Path, encoder_dir: Path, out_dir: Path, window_seconds: int = 10,
                         batch_size: int = 8, device: str = "cpu", progress: bool = False) -> EncoderCache:
     """Encode every clip of `dataset_dir` once (or reuse a complete cache of the same dataset, window and
-    encoder). Refuses clips longer than the window: cutting them would leave words the transcript has."""
+    encoder, or go on with an interrupted one). Refuses clips longer than the window: cutting them would leave
+    words the transcript has."""
     dataset = load_dataset(Path(dataset_dir))
     out_dir = Path(out_dir)
     identity = {"window_seconds": window_seconds, "encoder": _identity(encoder_dir), "source": dataset.manifest}
@@ -83,11 +107,12 @@ def build_encoder_cache(dataset_dir: Path, encoder_dir: Path, out_dir: Path, win
             return load_encoder_cache(out_dir)
     encoder = load_pretrained_encoder(Path(encoder_dir), window_seconds, torch.device(device))
     extractor, frames = feature_extractor_for(encoder), window_frames(encoder)
-    positions, width = encoder_positions(window_seconds), encoder.config.d_model
+    shape = (len(dataset), encoder_positions(window_seconds), encoder.config.d_model)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)  # from here on the directory is an unfinished cache
-    outputs = np.lib.format.open_memmap(out_dir / OUTPUTS, mode="w+", dtype=np.float16,
-                                        shape=(len(dataset), positions, width))
+    done = _resume_point(out_dir, identity, shape)
+    outputs = np.lib.format.open_memmap(out_dir / OUTPUTS, mode="r+" if done else "w+", dtype=np.float16,
+                                        shape=shape)
     texts, langs, samples = [], [], []
     batches = _batches(iter(dataset), batch_size)
     if progress:
@@ -100,18 +125,23 @@ def build_encoder_cache(dataset_dir: Path, encoder_dir: Path, out_dir: Path, win
             if too_long:
                 raise ValueError(f"clip longer than the {window_seconds} s window: {too_long[0]!r}; generate the "
                                  f"dataset with --max-seconds {window_seconds} or less")
-            features = torch.stack([fast_log_mel(extractor, c.audio, frames) for c in batch])
             start = len(texts)
-            outputs[start:start + len(batch)] = encode(encoder, features).float().cpu().numpy().astype(np.float16)
             texts += [c.text for c in batch]
             langs += [c.lang for c in batch]
             samples += [int(c.audio.size) for c in batch]
-    outputs.flush()
+            # Progress is saved at batch boundaries, so a resumed build skips whole batches.
+            if start + len(batch) <= done:
+                continue
+            features = torch.stack([fast_log_mel(extractor, c.audio, frames) for c in batch])
+            outputs[start:start + len(batch)] = encode(encoder, features).float().cpu().numpy().astype(np.float16)
+            outputs.flush()
+            _write_progress(out_dir, identity, shape, start + len(batch))
     del outputs
-    meta = {**identity, "count": len(texts), "positions": positions, "width": width, "dtype": "float16",
+    meta = {**identity, "count": len(texts), "positions": shape[1], "width": shape[2], "dtype": "float16",
             "sample_rate": SAMPLE_RATE, "texts": texts, "langs": langs, "num_samples": samples}
     # Written last: a directory without meta.json is an interrupted cache.
     meta_path.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    (out_dir / PROGRESS).unlink(missing_ok=True)
     return load_encoder_cache(out_dir)
 
 

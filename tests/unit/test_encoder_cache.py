@@ -89,3 +89,48 @@ def test_command_refuses_clips_longer_than_the_window(tmp_path: Path, tiny_encod
     assert "longer than the 10 s window: 'clip 1'" in capsys.readouterr().err
     assert training_main([*args, "--window", "20"]) == 0
     assert load_encoder_cache(tmp_path / "cache").outputs.shape == (2, 1000, 8)
+
+
+
+def _count_encodes(monkeypatch: pytest.MonkeyPatch, calls: list[int], fail_on: int | None = None) -> None:
+    """Record each batch `encode` sees; the `fail_on`-th call is interrupted as Ctrl-C would."""
+    def counted(enc: torch.nn.Module, feats: torch.Tensor) -> torch.Tensor:
+        calls.append(len(feats))
+        if len(calls) == fail_on:
+            raise KeyboardInterrupt
+        return encode(enc, feats)  # app.model.encoder's, whatever the module holds now
+
+    monkeypatch.setattr(encoder_cache, "encode", counted)
+
+
+def test_interrupted_build_goes_on_where_it_stopped(tmp_path: Path, tiny_encoder: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    _dataset(tmp_path / "data", [0.5, 0.7, 0.6, 0.9, 0.3])
+    whole = build_encoder_cache(tmp_path / "data", tiny_encoder, tmp_path / "whole", batch_size=2)
+    calls: list[int] = []
+    _count_encodes(monkeypatch, calls, fail_on=3)
+    with pytest.raises(KeyboardInterrupt):
+        build_encoder_cache(tmp_path / "data", tiny_encoder, tmp_path / "cache", batch_size=2)
+    assert calls == [2, 2, 1]
+    calls.clear()
+    _count_encodes(monkeypatch, calls)
+    resumed = build_encoder_cache(tmp_path / "data", tiny_encoder, tmp_path / "cache", batch_size=2)
+    # Only the last clip was left to encode; the four before it come from the interrupted build's file.
+    assert calls == [1]
+    assert np.array_equal(resumed.outputs, whole.outputs)
+    assert resumed.texts == whole.texts and resumed.num_samples.tolist() == whole.num_samples.tolist()
+    assert not (tmp_path / "cache" / encoder_cache.PROGRESS).exists()
+
+
+def test_interrupted_build_of_another_window_starts_afresh(tmp_path: Path, tiny_encoder: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    _dataset(tmp_path / "data", [0.5, 0.7, 0.6])
+    calls: list[int] = []
+    _count_encodes(monkeypatch, calls, fail_on=2)
+    with pytest.raises(KeyboardInterrupt):
+        build_encoder_cache(tmp_path / "data", tiny_encoder, tmp_path / "cache", batch_size=2)
+    calls.clear()
+    _count_encodes(monkeypatch, calls)
+    wider = build_encoder_cache(tmp_path / "data", tiny_encoder, tmp_path / "cache", window_seconds=20,
+                                batch_size=2)
+    assert calls == [2, 1] and wider.outputs.shape == (3, 1000, 8)
