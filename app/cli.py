@@ -1,6 +1,7 @@
 """`diffusion-asr serve | transcribe | stream | make-checkpoint | inspect-adapter | import-adapter |
-convert-encoder | train | eval | lexicon | corpus | speech | recordings | encode-cache`, and the benchmarks `bench | bench-soak |
-bench-steps | bench-vocab | bench-prefill | bench-engine | bench-encoder | bench-train-step`."""
+convert-encoder | train | eval | lexicon | corpus | speech | recordings | encode-cache | probe-acoustics`, and the
+benchmarks `bench | bench-soak | bench-steps | bench-vocab | bench-prefill | bench-engine | bench-encoder |
+bench-train-step`."""
 
 from __future__ import annotations
 
@@ -337,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from app.training.commands import register as register_training
 
-    register_training(sub)  # train, eval, lexicon, corpus, speech, recordings, encode-cache
+    register_training(sub)  # train, eval, lexicon, corpus, speech, recordings, encode-cache, probe-acoustics
     return parser
 
 

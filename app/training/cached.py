@@ -67,6 +67,13 @@ def train_dirs(root: Path) -> list[Path]:
     return [Path(root) / TRAIN_SPLIT, *extra]
 
 
+def held_out_dirs(root: Path) -> list[Path]:
+    """`eval/` first (when there is one), then every `eval-<name>/` in name order."""
+    extra = sorted(p for p in Path(root).glob(f"{EVAL_SPLIT}-*") if p.is_dir())
+    first = [Path(root) / EVAL_SPLIT] if (Path(root) / EVAL_SPLIT / META).is_file() else []
+    return [*first, *extra]
+
+
 def load_cached_splits(root: Path) -> tuple[EncoderCache, EncoderCache | None]:
     """The training set (`train/` and any `train-<name>/`) and, when there is one, the eval split; refused when
     they differ in encoder or window."""

@@ -123,9 +123,40 @@ def _cmd_encode_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_probe_acoustics(args: argparse.Namespace) -> int:
+    import torch
+
+    from app.training.acoustic_probe import ProbeOptions, train_probe
+    from app.training.cached import held_out_dirs, load_cached_splits
+    from app.training.encoder_cache import load_encoder_cache
+    from app.training.step_timing import machine_line
+
+    torch.set_num_threads(args.threads)
+    try:
+        options = ProbeOptions(context_layers=args.context_layers, subsample=args.subsample, steps=args.steps,
+                               minutes=args.minutes, batch_size=args.batch_size, eval_every=args.eval_every,
+                               seed=args.seed)
+        train, _ = load_cached_splits(args.encoder_cache)
+        evals = {path.name: load_encoder_cache(path) for path in held_out_dirs(args.encoder_cache)}
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    mismatched = [name for name, cache in evals.items() if cache.encoder_sha256 != train.encoder_sha256]
+    if mismatched or not evals:
+        print(f"error: {args.encoder_cache}: needs eval/ or eval-<name>/ caches of the training caches' encoder"
+              + (f" ({', '.join(mismatched)} differ)" if mismatched else ""), file=sys.stderr)
+        return 2
+    _, _, result = train_probe(train, evals, options)
+    print(machine_line())
+    print(f"context layers {options.context_layers}: {result.parameters:,} parameters, {len(train)} training "
+          f"clips, {result.steps} steps of {options.batch_size} in {result.seconds:.0f} s; greedy CTC CER %:")
+    print("\n".join(result.lines()))
+    return 0
+
+
 def register(subparsers) -> None:
     """Add the training subcommands (`corpus`, `speech`, `recordings`, `encode-cache`, `train`, `bench-train-step`,
-    `eval`, `lexicon`) to `diffusion-asr`."""
+    `probe-acoustics`, `eval`, `lexicon`) to `diffusion-asr`."""
     p = subparsers.add_parser(
         "corpus", help="natural sentences from installed Debian text packages, split train/dev/eval",
         description="Reads the packages of `make training-deps`, cleans and de-duplicates their sentences and "
@@ -207,6 +238,23 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=20, help="steps timed, and as many profiled")
     p.add_argument("--warmup", type=int, default=3, help="steps run first and not timed")
     p.set_defaults(func=_cmd_bench_train_step)
+
+    p = subparsers.add_parser(
+        "probe-acoustics", help="how far the audio path alone gets on an encoder cache (greedy CTC CER)",
+        description="Trains a projector (optionally with transformer layers over its slots) and a character CTC "
+                    "head on CACHE/train and CACHE/train-<name>, then reads CACHE/eval and CACHE/eval-<name> by "
+                    "greedy CTC. Nothing is saved: it measures the acoustic side of a recipe.",
+    )
+    p.add_argument("--encoder-cache", type=Path, required=True, help="written by `encode-cache`, as for `train`")
+    p.add_argument("--context-layers", type=int, default=0, help="transformer layers after the projector")
+    p.add_argument("--subsample", type=int, default=2, help="encoder positions per slot")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--minutes", type=float, default=None, help="stop earlier when this much time has passed")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--eval-every", type=int, default=0, help="print the CER every this many steps (0: at the end)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=_cmd_probe_acoustics)
 
     p = subparsers.add_parser("eval", help="CER/WER per language on the held-out synthetic set and real clips")
     p.add_argument("--model", type=Path, default=Path("models/default"))
