@@ -2,7 +2,7 @@
 
 A run on the frozen whisper-base scores the whole model; when its CTC head and its denoiser read alike
 (docs/training-v2.md), the question is whether the acoustic side is what limits both. This trains only a
-projector of the embedded recipe's shape (conv, kernel = stride = `subsample`, then a linear map), optionally
+projector of the embedded recipe's shape (`app.model.projector.Projector`), optionally
 followed by transformer layers over the slots (context the project's projector does not have), and a character
 CTC head, then reads the held-out caches by greedy CTC. A step costs a fraction of a full training step, so
 projector shapes and data mixes can be compared in minutes on the CPU. Nothing here is shipped: the head
@@ -21,6 +21,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from app.checkpoint.presets import PRESETS
+from app.model.ctc_path import greedy_emissions
+from app.model.projector import Projector
+from app.training.config import SHIPPED_DIMS
 from app.training.encoder_cache import EncoderCache
 from app.training.evaluate import cer
 
@@ -32,9 +36,10 @@ class ProbeOptions:
     """One probe run: its shape, and its budget (whichever of `steps` and `minutes` ends first)."""
 
     context_layers: int = 0
-    subsample: int = 2  # the cached recipe's (app/training/config.py)
-    width: int = 512
-    hidden: int = 256
+    # The projector and backbone width of the recipe on the frozen whisper-base.
+    subsample: int = SHIPPED_DIMS["subsample"]
+    width: int = SHIPPED_DIMS["projector_width"]
+    hidden: int = PRESETS["default"].hidden
     heads: int = 4
     ffn: int = 1024
     dropout: float = 0.1
@@ -67,8 +72,9 @@ class CharVocab:
         return [self.ids[ch] for ch in text]
 
     def greedy(self, ids: list[int]) -> str:
-        """Collapse repeats, then drop blanks (CTC's greedy reading)."""
-        kept = [t for j, t in enumerate(ids) if t != BLANK and (j == 0 or ids[j - 1] != t)]
+        """The text of a best path of per-slot argmax ids (CTC's collapse rule, `greedy_emissions`)."""
+        labels = torch.tensor([ids], dtype=torch.long)
+        kept = labels[greedy_emissions(labels, BLANK)].tolist()
         return "".join(self.chars[t - 1] for t in kept).strip()
 
 
@@ -77,9 +83,8 @@ class AcousticProbe(nn.Module):
 
     def __init__(self, encoder_width: int, vocab: int, options: ProbeOptions) -> None:
         super().__init__()
+        self.projector = Projector(encoder_width, options.width, options.hidden, options.subsample)
         self.subsample = options.subsample
-        self.conv = nn.Conv1d(encoder_width, options.width, options.subsample, stride=options.subsample)
-        self.proj = nn.Linear(options.width, options.hidden)
         self.context = nn.ModuleList(
             nn.TransformerEncoderLayer(options.hidden, options.heads, options.ffn, options.dropout,
                                        activation="gelu", batch_first=True, norm_first=True)
@@ -87,13 +92,8 @@ class AcousticProbe(nn.Module):
         self.norm = nn.LayerNorm(options.hidden) if options.context_layers else nn.Identity()
         self.head = nn.Linear(options.hidden, vocab)
 
-    def slots(self, positions: int) -> int:
-        return -(-positions // self.subsample)
-
     def forward(self, frames: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        pad = self.slots(frames.shape[1]) * self.subsample - frames.shape[1]
-        x = F.gelu(self.conv(F.pad(frames.transpose(1, 2), (0, pad)))).transpose(1, 2)
-        x = self.proj(x)
+        x = self.projector(frames)
         padding = torch.arange(x.shape[1])[None] >= slots[:, None]
         for layer in self.context:
             x = layer(x, src_key_padding_mask=padding)

@@ -80,11 +80,22 @@ def load_cached_splits(root: Path) -> tuple[EncoderCache, EncoderCache | None]:
     train = stack_caches([load_encoder_cache(path) for path in train_dirs(root)])
     if not (Path(root) / EVAL_SPLIT / META).is_file():
         return train, None
-    held_out = load_encoder_cache(Path(root) / EVAL_SPLIT)
+    return train, _held_out(Path(root) / EVAL_SPLIT, train)
+
+
+def load_held_out(root: Path, train: EncoderCache) -> dict[str, EncoderCache]:
+    """Every held-out cache (`eval/`, then each `eval-<name>/`) by directory name; refused when one differs from
+    `train` in encoder or window."""
+    return {path.name: _held_out(path, train) for path in held_out_dirs(root)}
+
+
+def _held_out(path: Path, train: EncoderCache) -> EncoderCache:
+    held_out = load_encoder_cache(path)
     ours, theirs = (train.encoder_sha256, train.window_seconds), (held_out.encoder_sha256, held_out.window_seconds)
     if ours != theirs:
-        raise ValueError(f"{root}: train and eval caches differ in encoder or window ({ours} against {theirs})")
-    return train, held_out
+        raise ValueError(f"{path.parent}: train and {path.name} caches differ in encoder or window "
+                         f"({ours} against {theirs})")
+    return held_out
 
 
 def cache_reference(cache: EncoderCache) -> EncoderReference:
