@@ -23,7 +23,7 @@ from app.checkpoint.asr_config_file import read_asr_config
 from app.checkpoint.errors import CheckpointError
 from app.checkpoint.layout import ASR_CONFIG_FILE, PROJECTOR_META_FILE, is_project_layout
 from app.checkpoint.lora import LoraPlan, backbone_module_names, plan_lora, read_peft_config
-from app.checkpoint.projector_files import DescribedPlan, describe_from_json, infer_layout
+from app.checkpoint.projector_files import DescribedPlan, describe_from_json, infer_layout, is_own_projector
 from app.checkpoint.reading import load_projector
 from app.model.asr_config import AsrConfig
 from app.model.projector import AnyProjector
@@ -146,7 +146,7 @@ def choose_projector(adapter: Path, files: AdapterFiles, meta: dict[str, Any], l
     spec = _json(adapter / PROJECTOR_META_FILE)
     if "conv" in spec or "linear" in spec:
         return ProjectorChoice("described", described=describe_from_json(spec, shapes))
-    if layout == "project" and set(shapes) == {"conv.weight", "conv.bias", "proj.weight", "proj.bias"}:
+    if layout == "project" and is_own_projector(set(shapes)):
         return ProjectorChoice("project")
     if trust_code and has_projector_code(adapter):
         return ProjectorChoice("code")

@@ -19,12 +19,13 @@ from app.checkpoint.encoder_ref import EncoderReference, read_reference, write_r
 from app.checkpoint.errors import CheckpointError
 from app.checkpoint.layout import LORA_DIR, PROJECTOR_FILE, PROJECTOR_META_FILE, CheckpointPaths
 from app.checkpoint.presets import PRESETS, ModelDims, backbone_config, whisper_config
+from app.checkpoint.projector_files import own_projector_json
 from app.checkpoint.reading import encoder_frames, load_projector, load_tokenizer
 from app.checkpoint.tokenizer import LANGUAGE_TAG_FORMAT, SEED_CORPUS, build_tokenizer, special_ids
 from app.model.asr_config import ALIGNED_POSITIONS, AsrConfig
 from app.model.backbone import attach_new_lora, lora_config
 from app.model.encoder import feature_extractor_for
-from app.model.projector import Projector
+from app.model.projector import Projector, SlotContext, with_context
 
 
 def write_random_checkpoint(out: Path, preset: str, seed: int = 0) -> Path:
@@ -69,17 +70,25 @@ def build_model(dims: ModelDims, tokenizer: PreTrainedTokenizerFast,
     backbone = DiffusionGemmaForBlockDiffusion(backbone_config(sized, special_ids(tokenizer)))
     return ModelParts(
         whisper=None if pretrained_encoder else WhisperModel(whisper_config(dims)),
-        projector=Projector(dims.encoder_width, dims.projector_width, dims.hidden, dims.subsample),
+        projector=Projector(dims.encoder_width, dims.projector_width, dims.hidden, dims.subsample,
+                            slot_context(dims)),
         backbone=attach_new_lora(backbone, lora_config(dims.lora_rank, dims.lora_alpha)),
         tokenizer=tokenizer,
         pretrained_encoder=pretrained_encoder,
     )
 
 
+def slot_context(dims: ModelDims) -> SlotContext:
+    """The transformer layers over the projector's slots that `dims` asks for."""
+    return SlotContext(dims.context_layers, dims.context_heads, dims.context_ffn)
+
+
 def load_parts(model: Path, dims: ModelDims) -> ModelParts:
     """A saved checkpoint as trainable parts in fp32 on the CPU: the start of a run that continues from it.
 
-    Refused by name when its shape is not `dims`' (the run's batches, prompts and canvas follow `dims`).
+    Refused by name when its shape is not `dims`' (the run's batches, prompts and canvas follow `dims`). A
+    projector saved without context layers gains the ones `dims` asks for, silent until trained
+    (`with_context`), so a run can add them to a trained model.
     """
     paths = CheckpointPaths.from_model_dir(Path(model))
     paths.validate()
@@ -89,8 +98,12 @@ def load_parts(model: Path, dims: ModelDims) -> ModelParts:
     backbone = DiffusionGemmaForBlockDiffusion.from_pretrained(str(paths.backbone), local_files_only=True,
                                                                dtype=torch.float32)
     config = read_asr_config(paths.adapter)
+    projector = load_projector(paths.adapter, torch.device("cpu"), torch.float32)
+    if not projector.context_spec.layers and dims.context_layers:
+        projector = with_context(projector, slot_context(dims))
     found = {"encoder_positions": encoder_frames(paths.encoder), "audio_slots": config.audio_slots,
-             "canvas_length": config.canvas_length, "hidden": backbone.config.get_text_config().hidden_size}
+             "canvas_length": config.canvas_length, "hidden": backbone.config.get_text_config().hidden_size,
+             "context_layers": projector.context_spec.layers}
     if whisper is not None:
         found |= {"encoder_layers": whisper.config.encoder_layers, "encoder_width": whisper.config.d_model}
     wanted = {key: getattr(dims, key) for key in found}
@@ -100,8 +113,8 @@ def load_parts(model: Path, dims: ModelDims) -> ModelParts:
     backbone.config.canvas_length = config.canvas_length
     # peft's own loader puts the saved LoRA weights back into trainable wrappers of the same layers.
     lora = PeftModel.from_pretrained(backbone, str(paths.adapter / LORA_DIR), is_trainable=True, local_files_only=True)
-    projector = load_projector(paths.adapter, torch.device("cpu"), torch.float32).requires_grad_(True)
-    return ModelParts(whisper=whisper, projector=projector, backbone=lora, tokenizer=load_tokenizer(paths.backbone),
+    return ModelParts(whisper=whisper, projector=projector.train().requires_grad_(True), backbone=lora,
+                      tokenizer=load_tokenizer(paths.backbone),
                       pretrained_encoder=reference)
 
 
@@ -148,7 +161,7 @@ def save_checkpoint(out: Path, parts: ModelParts, config: AsrConfig, model_card:
     parts.backbone.save_pretrained(str(paths.adapter / LORA_DIR))
     state = {k: (v.half() if half else v).contiguous() for k, v in parts.projector.state_dict().items()}
     save_file(state, str(paths.adapter / PROJECTOR_FILE))
-    (paths.adapter / PROJECTOR_META_FILE).write_text(json.dumps({"subsample": parts.projector.subsample}) + "\n")
+    (paths.adapter / PROJECTOR_META_FILE).write_text(json.dumps(own_projector_json(parts.projector)) + "\n")
     write_asr_config(config, paths.adapter)
     (paths.adapter / "MODEL_CARD.md").write_text(model_card)
 

@@ -27,6 +27,10 @@ class ModelDims:
     # Projector
     projector_width: int = 2048
     subsample: int = 8
+    # Transformer layers over the projector's slots (`app.model.projector.SlotContext`; 0: none, as published)
+    context_layers: int = 0
+    context_heads: int = 4
+    context_ffn: int = 1024
     # DiffusionGemma backbone
     vocab_size: int = 262_144
     hidden: int = 2816

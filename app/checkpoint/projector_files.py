@@ -10,6 +10,10 @@
 `keys` maps each layer (`convs.N`, `linears.N`) to the saved module prefix; without it the saved layers are taken
 in name order (numbers compared as numbers), 3-D weights as convs, then 2-D weights as linears.
 Every saved tensor must be used and every layer filled, or loading fails naming the tensors.
+
+The project's own projector (`app.model.projector.Projector`) keeps its module names (`conv`, `proj`,
+`context.N`), and its `projector.json` holds what the tensors do not: `{"subsample": 2}`, plus
+`"context_layers"` and `"context_heads"` when it has transformer layers over its slots.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from typing import Any
 import torch
 
 from app.checkpoint.errors import CheckpointError
-from app.model.projector import ConvLayer, DescribedProjector, LinearLayer, ProjectorLayout
+from app.model.projector import ConvLayer, DescribedProjector, LinearLayer, Projector, ProjectorLayout, SlotContext
+
+OWN_PROJECTOR_TENSORS = frozenset({"conv.weight", "conv.bias", "proj.weight", "proj.bias"})
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,34 @@ class DescribedPlan:
         projector = DescribedProjector(self.layout)
         projector.load_state_dict({own: tensors[saved] for own, saved in self.keys.items()}, strict=True)
         return projector
+
+
+def is_own_projector(names: set[str] | frozenset[str]) -> bool:
+    """Whether saved tensor names are the project's own projector's (conv, linear, optional context layers)."""
+    return OWN_PROJECTOR_TENSORS <= names and all(n in OWN_PROJECTOR_TENSORS or n.startswith("context.") for n in names)
+
+
+def own_projector_json(projector: Projector) -> dict[str, Any]:
+    """`projector.json` for the project's own projector: what its tensors do not say."""
+    spec: dict[str, Any] = {"subsample": projector.subsample}
+    if projector.context_spec.layers:
+        spec |= {"context_layers": projector.context_spec.layers, "context_heads": projector.context_spec.heads}
+    return spec
+
+
+def own_projector(spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Projector:
+    """The project's own projector from its `projector.json` and saved tensors (strict: every tensor used)."""
+    try:
+        width, encoder_width, kernel = tensors["conv.weight"].shape
+        hidden = tensors["proj.weight"].shape[0]
+        layers = int(spec.get("context_layers", 0))
+        context = SlotContext(layers, int(spec.get("context_heads", SlotContext.heads)),
+                              tensors["context.0.linear1.weight"].shape[0] if layers else SlotContext.ffn)
+        projector = Projector(encoder_width, width, hidden, int(spec.get("subsample", kernel)), context)
+        projector.load_state_dict(tensors)
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"projector: the saved tensors do not match projector.json {spec}: {exc}") from None
+    return projector
 
 
 def layer_groups(shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, tuple[int, ...]]]:

@@ -18,6 +18,7 @@ from app.checkpoint.errors import CheckpointError
 from app.checkpoint.layout import LEXICON_DIR, PROJECTOR_FILE, PROJECTOR_META_FILE
 from app.checkpoint.lora import LoraPlan, apply_lora
 from app.checkpoint.pretrained_encoder import encoder_positions, load_pretrained_encoder
+from app.checkpoint.projector_files import own_projector
 from app.model.projector import Projector
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,7 @@ def load_projector(adapter: Path, device: torch.device, dtype: torch.dtype) -> P
     """The project's own projector, sized from its saved weights and `projector.json` (training continues it)."""
     meta_path = adapter / PROJECTOR_META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    state = load_file(str(adapter / PROJECTOR_FILE))
-    width, encoder_width, subsample = state["conv.weight"].shape
-    hidden = state["proj.weight"].shape[0]
-    projector = Projector(encoder_width, width, hidden, meta.get("subsample", subsample))
-    projector.load_state_dict(state)
+    projector = own_projector(meta, load_file(str(adapter / PROJECTOR_FILE)))
     return projector.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 

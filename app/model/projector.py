@@ -1,8 +1,8 @@
 """Stage 2: the projector maps Whisper frames to backbone embeddings (the trained part with LoRA).
 
 Three forms, one interface (`subsample`, `slots(frames)`, `out_features`, `forward`): the project's own
-conv + linear, a network described as data (`ProjectorLayout`, for adapters published elsewhere), and an
-adapter's own module built from its code (`ForeignProjector`).
+conv + linear (+ transformer layers over the slots), a network described as data (`ProjectorLayout`, for
+adapters published elsewhere), and an adapter's own module built from its code (`ForeignProjector`).
 """
 
 from __future__ import annotations
@@ -31,17 +31,42 @@ def audio_slots(num_samples: int, subsample: int, max_slots: int) -> int:
     return min(max_slots, -(-int(num_samples) // per_slot) + 1)
 
 
+@dataclass(frozen=True)
+class SlotContext:
+    """Pre-norm transformer layers over the projector's slots, after its linear map (`layers` 0: none).
+
+    Without them each slot sees only its own `subsample` frames. They add no positions of their own: Whisper's
+    outputs already carry its sinusoidal position embeddings in their residual stream. No padding mask either:
+    training and serving both project the whole window, silence included, so a slot's context is the same in both
+    (a batch cut to its longest clip passes `real_slots` to `Projector.forward` instead).
+    """
+
+    layers: int = 0
+    heads: int = 4
+    ffn: int = 1024
+    dropout: float = 0.1
+
+
 class Projector(nn.Module):
-    """Conv1d subsampling (kernel = stride = `subsample`) then a linear map to the backbone's hidden size.
+    """Conv1d subsampling (kernel = stride = `subsample`), a linear map to the backbone's hidden size, then the
+    `SlotContext` layers when it has any.
 
     The frame axis is zero-padded up to a multiple of `subsample`, so Whisper's 1500 frames give 188 slots.
     """
 
-    def __init__(self, encoder_width: int, width: int, hidden: int, subsample: int = 8) -> None:
+    def __init__(self, encoder_width: int, width: int, hidden: int, subsample: int = 8,
+                 context: SlotContext = SlotContext()) -> None:
         super().__init__()
+        if context.layers and hidden % context.heads:
+            raise ValueError(f"hidden size {hidden} is not a multiple of {context.heads} context heads")
         self.subsample = subsample
+        self.context_spec = context
         self.conv = nn.Conv1d(encoder_width, width, kernel_size=subsample, stride=subsample)
         self.proj = nn.Linear(width, hidden)
+        self.context = nn.ModuleList(
+            nn.TransformerEncoderLayer(hidden, context.heads, context.ffn, context.dropout, activation="gelu",
+                                       batch_first=True, norm_first=True)
+            for _ in range(context.layers))
 
     def slots(self, frames: int) -> int:
         """Output length for `frames` input frames."""
@@ -52,12 +77,37 @@ class Projector(nn.Module):
         """Width of each output slot."""
         return self.proj.out_features
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """`[B, T, encoder_width]` -> `[B, ceil(T / subsample), hidden]`."""
+    def forward(self, frames: torch.Tensor, real_slots: torch.Tensor | None = None) -> torch.Tensor:
+        """`[B, T, encoder_width]` -> `[B, ceil(T / subsample), hidden]`.
+
+        `real_slots` `[B]` keeps the context layers from attending past each row's count (for batches cut to
+        their longest clip); None: every slot is real, as a whole window is.
+        """
         pad = self.slots(frames.shape[1]) * self.subsample - frames.shape[1]
         x = F.pad(frames.transpose(1, 2), (0, pad))
-        x = F.gelu(self.conv(x)).transpose(1, 2)
-        return self.proj(x)
+        x = self.proj(F.gelu(self.conv(x)).transpose(1, 2))
+        padding = None if real_slots is None else \
+            torch.arange(x.shape[1], device=x.device)[None] >= real_slots.to(x.device)[:, None]
+        for layer in self.context:
+            x = layer(x, src_key_padding_mask=padding)
+        return x
+
+
+def with_context(projector: Projector, context: SlotContext) -> Projector:
+    """A copy of a projector without context layers, with `context`'s layers added and silent: their output
+    projections start at zero, so (pre-norm residual layers) it computes what the original does until they learn.
+    """
+    if projector.context_spec.layers:
+        raise ValueError(f"not a projector without context layers: it has {projector.context_spec.layers}")
+    grown = Projector(projector.conv.in_channels, projector.conv.out_channels, projector.out_features,
+                      projector.subsample, context)
+    grown.load_state_dict(projector.state_dict(), strict=False)  # conv and proj; the context layers are new
+    with torch.no_grad():
+        for layer in grown.context:
+            for linear in (layer.self_attn.out_proj, layer.linear2):
+                linear.weight.zero_()
+                linear.bias.zero_()
+    return grown
 
 
 # Activations a described projector may use between its layers, by the names `projector.json` gives them.

@@ -2,10 +2,10 @@
 
 A run on the frozen whisper-base scores the whole model; when its CTC head and its denoiser read alike
 (docs/training-v2.md), the question is whether the acoustic side is what limits both. This trains only a
-projector of the embedded recipe's shape (`app.model.projector.Projector`), optionally
-followed by transformer layers over the slots (context the project's projector does not have), and a character
-CTC head, then reads the held-out caches by greedy CTC. A step costs a fraction of a full training step, so
-projector shapes and data mixes can be compared in minutes on the CPU. Nothing here is shipped: the head
+projector of the embedded recipe's shape (`app.model.projector.Projector`), with or without its transformer
+layers over the slots (`SlotContext`), and a character CTC head, then reads the held-out caches by greedy CTC.
+A step costs a fraction of a full training step, so projector shapes and data mixes can be compared in minutes
+on the CPU. Nothing here is shipped: the head
 predicts characters, not the backbone's tokens.
 """
 
@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from app.checkpoint.presets import PRESETS
 from app.model.ctc_path import greedy_emissions
-from app.model.projector import Projector
+from app.model.projector import Projector, SlotContext
 from app.training.config import SHIPPED_DIMS
 from app.training.encoder_cache import EncoderCache
 from app.training.evaluate import cer
@@ -83,21 +83,14 @@ class AcousticProbe(nn.Module):
 
     def __init__(self, encoder_width: int, vocab: int, options: ProbeOptions) -> None:
         super().__init__()
-        self.projector = Projector(encoder_width, options.width, options.hidden, options.subsample)
+        context = SlotContext(options.context_layers, options.heads, options.ffn, options.dropout)
+        self.projector = Projector(encoder_width, options.width, options.hidden, options.subsample, context)
         self.subsample = options.subsample
-        self.context = nn.ModuleList(
-            nn.TransformerEncoderLayer(options.hidden, options.heads, options.ffn, options.dropout,
-                                       activation="gelu", batch_first=True, norm_first=True)
-            for _ in range(options.context_layers))
         self.norm = nn.LayerNorm(options.hidden) if options.context_layers else nn.Identity()
         self.head = nn.Linear(options.hidden, vocab)
 
     def forward(self, frames: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        x = self.projector(frames)
-        padding = torch.arange(x.shape[1])[None] >= slots[:, None]
-        for layer in self.context:
-            x = layer(x, src_key_padding_mask=padding)
-        return self.head(self.norm(x))
+        return self.head(self.norm(self.projector(frames, slots)))
 
 
 @dataclass

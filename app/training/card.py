@@ -139,7 +139,7 @@ on synthetic espeak-ng speech only.
 - Encoder (Whisper architecture): {d['encoder_layers']} layers x {d['encoder_width']}, {d['encoder_positions']}
   positions = {d['encoder_positions'] * 2 / 100:.0f} s window; {p['encoder']:,} parameters.
 - Projector: conv subsample {d['subsample']} -> {d['encoder_positions'] // d['subsample']} audio slots,
-  width {d['projector_width']}; {p['projector']:,} parameters.
+  width {d['projector_width']}{_context_line(d)}; {p['projector']:,} parameters.
 - Backbone (DiffusionGemma): hidden {d['hidden']} x {d['layers']} layers, {d['experts']} experts top-{d['top_k_experts']},
   vocabulary {d['vocab_size']} ({tokens}),
   canvas {d['canvas_length']} tokens, LoRA rank {d['lora_rank']} on encoder/decoder attention;
@@ -175,3 +175,11 @@ for this invocation, which reused the data and features already in its work dire
 - Windows of {d['encoder_positions'] * 2 / 100:.0f} s; at most {d['canvas_length'] - 2} tokens per window.
 - A demo of the architecture, not a production model.
 {limits}"""
+
+
+def _context_line(dims: dict) -> str:
+    """The projector's transformer layers over its slots, when it has any (older runs' dims lack the key)."""
+    layers = dims.get("context_layers", 0)
+    noun = "layers" if layers > 1 else "layer"
+    return (f", then {layers} transformer {noun} over the slots ({dims['context_heads']} heads, FFN "
+            f"{dims['context_ffn']})") if layers else ""

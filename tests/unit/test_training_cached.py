@@ -303,3 +303,29 @@ def test_forced_counts_put_each_transcripts_last_token_at_the_end_of_its_audio(t
         trainer.rotary_positions(ctc_logits, ids.shape[1], audio_start)
     history = [loop.step() for _ in range(2)]
     assert all(np.isfinite(v) for values in history for v in values.values()), history
+
+
+def test_a_run_adds_context_layers_to_a_trained_projector_and_serves_them(tmp_path: Path, encoded: Path,
+                                                                          cache_root: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("ASR_CACHE_DIR", str(cache_root))
+    plain = train(_config(tmp_path / "plain", encoded, max_steps=1), argv=["train"])
+    context = {**TINY["dims_override"], "context_layers": 1, "context_ffn": 32}
+    grown = train(_config(tmp_path / "grown", encoded, max_steps=2, init_from=plain, dims_override=context),
+                  argv=["train"])
+    spec = json.loads((grown / "adapter" / "projector.json").read_text(encoding="utf-8"))
+    assert spec["context_layers"] == 1 and spec["context_heads"] == 4
+    saved = load_file(str(grown / "adapter" / "projector.safetensors"))
+    assert saved["context.0.linear2.weight"].abs().sum() > 0  # added silent, then trained
+    assert "then 1 transformer layer over the slots (4 heads, FFN 32)" in \
+        (grown / "adapter" / "MODEL_CARD.md").read_text()
+    pipeline = load_model_dir(grown, device=torch.device("cpu"), dtype=torch.float32)
+    served = pipeline.projector.state_dict()
+    assert served.keys() == saved.keys() and all(torch.equal(served[k], saved[k]) for k in saved)
+    assert main(["transcribe", "--model", str(grown), "--format", "json",
+                 str(_wav(tmp_path / "a.wav", _clips()[0]))]) == 0
+    with pytest.raises(ValueError, match="context_layers 1 \\(run: 2\\)"):
+        train(_config(tmp_path / "more", encoded, max_steps=1, init_from=grown,
+                      dims_override={**context, "context_layers": 2}))
