@@ -42,7 +42,7 @@ WHISPER_FRAMES = 1500  # whisper-small's encoder positions, when no encoder dire
 
 @dataclass
 class ProjectorChoice:
-    """How the projector will be built: "project" (conv + proj), "described" (a layout) or "code" (trusted)."""
+    """How the projector will be built: "project" (the project's own), "described" (a layout) or "code" (trusted)."""
 
     kind: str  # or "unresolved" (planned leniently, for a report: `error` says why)
     error: str | None = None
