@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from transformers import DiffusionGemmaConfig, DiffusionGemmaTextConfig, WhisperConfig
 from transformers.models.gemma4 import Gemma4VisionConfig
 
+from app.model.projector import SlotContext
+
 
 @dataclass(frozen=True)
 class ModelDims:
@@ -29,8 +31,8 @@ class ModelDims:
     subsample: int = 8
     # Transformer layers over the projector's slots (`app.model.projector.SlotContext`; 0: none, as published)
     context_layers: int = 0
-    context_heads: int = 4
-    context_ffn: int = 1024
+    context_heads: int = SlotContext.heads
+    context_ffn: int = SlotContext.ffn
     # DiffusionGemma backbone
     vocab_size: int = 262_144
     hidden: int = 2816

@@ -46,6 +46,11 @@ class SlotContext:
     ffn: int = 1024
     dropout: float = 0.1
 
+    def check(self, hidden: int) -> None:
+        """ValueError unless the layers fit a `hidden`-wide slot (attention splits it across the heads)."""
+        if self.layers and hidden % self.heads:
+            raise ValueError(f"hidden size {hidden} is not a multiple of {self.heads} context heads")
+
 
 class Projector(nn.Module):
     """Conv1d subsampling (kernel = stride = `subsample`), a linear map to the backbone's hidden size, then the
@@ -57,8 +62,7 @@ class Projector(nn.Module):
     def __init__(self, encoder_width: int, width: int, hidden: int, subsample: int = 8,
                  context: SlotContext = SlotContext()) -> None:
         super().__init__()
-        if context.layers and hidden % context.heads:
-            raise ValueError(f"hidden size {hidden} is not a multiple of {context.heads} context heads")
+        context.check(hidden)
         self.subsample = subsample
         self.context_spec = context
         self.conv = nn.Conv1d(encoder_width, width, kernel_size=subsample, stride=subsample)

@@ -5,8 +5,7 @@ A run on the frozen whisper-base scores the whole model; when its CTC head and i
 projector of the embedded recipe's shape (`app.model.projector.Projector`), with or without its transformer
 layers over the slots (`SlotContext`), and a character CTC head, then reads the held-out caches by greedy CTC.
 A step costs a fraction of a full training step, so projector shapes and data mixes can be compared in minutes
-on the CPU. Nothing here is shipped: the head
-predicts characters, not the backbone's tokens.
+on the CPU. Nothing here is shipped: the head predicts characters, not the backbone's tokens.
 """
 
 from __future__ import annotations
@@ -40,9 +39,9 @@ class ProbeOptions:
     subsample: int = SHIPPED_DIMS["subsample"]
     width: int = SHIPPED_DIMS["projector_width"]
     hidden: int = PRESETS["default"].hidden
-    heads: int = 4
-    ffn: int = 1024
-    dropout: float = 0.1
+    heads: int = SlotContext.heads
+    ffn: int = SlotContext.ffn
+    dropout: float = SlotContext.dropout
     steps: int = 2000
     minutes: float | None = None
     batch_size: int = 32
@@ -54,8 +53,11 @@ class ProbeOptions:
     def __post_init__(self) -> None:
         if self.context_layers < 0 or self.subsample < 1 or self.steps < 1 or self.batch_size < 1:
             raise ValueError("context_layers >= 0, subsample >= 1, steps >= 1 and batch_size >= 1 are required")
-        if self.context_layers and self.hidden % self.heads:
-            raise ValueError(f"hidden {self.hidden} is not a multiple of heads {self.heads}")
+        self.context().check(self.hidden)  # refused here, before any cache is read
+
+    def context(self) -> SlotContext:
+        """The projector's context layers these options ask for."""
+        return SlotContext(self.context_layers, self.heads, self.ffn, self.dropout)
 
 
 class CharVocab:
@@ -83,8 +85,8 @@ class AcousticProbe(nn.Module):
 
     def __init__(self, encoder_width: int, vocab: int, options: ProbeOptions) -> None:
         super().__init__()
-        context = SlotContext(options.context_layers, options.heads, options.ffn, options.dropout)
-        self.projector = Projector(encoder_width, options.width, options.hidden, options.subsample, context)
+        self.projector = Projector(encoder_width, options.width, options.hidden, options.subsample,
+                                   options.context())
         self.subsample = options.subsample
         self.norm = nn.LayerNorm(options.hidden) if options.context_layers else nn.Identity()
         self.head = nn.Linear(options.hidden, vocab)
