@@ -1,6 +1,6 @@
 """`diffusion-asr serve | transcribe | stream | make-checkpoint | inspect-adapter | import-adapter |
-convert-encoder | train | eval | lexicon | corpus | speech | recordings | encode-cache | probe-acoustics`, and the
-benchmarks `bench | bench-soak | bench-steps | bench-vocab | bench-prefill | bench-engine | bench-encoder |
+convert-encoder | train | eval | lexicon | corpus | speech | recordings | encode-cache | pretrain-text |
+probe-acoustics`, and the benchmarks `bench | bench-soak | bench-steps | bench-vocab | bench-prefill | bench-engine | bench-encoder |
 bench-train-step`."""
 
 from __future__ import annotations
@@ -338,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from app.training.commands import register as register_training
 
-    register_training(sub)  # train, eval, lexicon, corpus, speech, recordings, encode-cache, probe-acoustics
+    # train, pretrain-text, eval, lexicon, corpus, speech, recordings, encode-cache, probe-acoustics
+    register_training(sub)
     return parser
 
 

@@ -23,6 +23,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain_text(args: argparse.Namespace) -> int:
+    from app.training.corpus import load_split
+    from app.training.text_stage import pretrain_text
+
+    if args.corpus is None:
+        print("error: pretrain-text reads --corpus CORPUS_DIR (from `diffusion-asr corpus`)", file=sys.stderr)
+        return 2
+    config = train_config(args)
+    try:
+        texts = {lang: load_split(args.corpus, lang, "train") for lang in config.langs}
+        info = pretrain_text(config, texts, getattr(args, "_argv", None) or sys.argv[1:])
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{config.out}: {info['steps']} text steps in {info['train_minutes']} min, last losses "
+          f"{info['last_losses']}")
+    return 0
+
+
 def _cmd_bench_train_step(args: argparse.Namespace) -> int:
     import tempfile
     from dataclasses import replace
@@ -153,8 +172,8 @@ def _cmd_probe_acoustics(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    """Add the training subcommands (`corpus`, `speech`, `recordings`, `encode-cache`, `train`, `bench-train-step`,
-    `probe-acoustics`, `eval`, `lexicon`) to `diffusion-asr`."""
+    """Add the training subcommands (`corpus`, `speech`, `recordings`, `encode-cache`, `train`, `pretrain-text`,
+    `bench-train-step`, `probe-acoustics`, `eval`, `lexicon`) to `diffusion-asr`."""
     p = subparsers.add_parser(
         "corpus", help="natural sentences from installed Debian text packages, split train/dev/eval",
         description="Reads the packages of `make training-deps`, cleans and de-duplicates their sentences and "
@@ -226,6 +245,15 @@ def register(subparsers) -> None:
     )
     add_train_options(p)
     p.set_defaults(func=_cmd_train)
+
+    p = subparsers.add_parser(
+        "pretrain-text", help="train the backbone on corpus sentences alone, before `train --init-from` adds audio",
+        description="Builds the model `train --encoder-cache` would, trains its backbone on --corpus's train split "
+                    "(diffusion and autoregressive losses, a prompt without audio) and writes a checkpoint that "
+                    "`train --init-from` continues with the audio. --max-minutes or --max-steps bound it.",
+    )
+    add_train_options(p)
+    p.set_defaults(func=_cmd_pretrain_text)
 
     p = subparsers.add_parser(
         "bench-train-step", help="time one training step part by part (CPU)",

@@ -208,6 +208,24 @@ class AsrTrainer:
         rotary, canvas_at = self.rotary_positions(ctc_logits, ids.shape[1], int(layout.audio_positions[0]), batch)
         with record_function("train.prefill"):
             cache, prompt_hidden = self.prefill(in_prompt, ids, layout.audio_positions, rotary)
+        l_diff, l_ar = self.canvas_losses(cache, prompt_hidden, targets, canvas_at, ids.shape[1], generator,
+                                          in_prompt)
+        with record_function("train.ctc"):
+            l_ctc = losses.ctc_loss(ctc_logits, batch.slots, targets.ctc, targets.ctc_lengths,
+                                    blank=self.parts.tokenizer.pad_token_id)
+        total = cfg.w_diffusion * l_diff + cfg.w_ar * l_ar + cfg.w_ctc * l_ctc
+        return {"loss": total, "diff": l_diff, "ar": l_ar, "ctc": l_ctc}
+
+    def canvas_losses(self, cache: DynamicCache, prompt_hidden: torch.Tensor, targets: losses.Targets,
+                      canvas_at: int, length: int, generator: torch.Generator,
+                      in_prompt: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The diffusion and autoregressive losses of the canvas after a prefilled prompt of `length` tokens.
+
+        `canvas_at` is canvas slot 0's rotary position; `in_prompt` is the audio the prompt carries (for the
+        CTC-seeded rows of `seed_prob`; None for a prompt without audio).
+        """
+        cfg = self.config
+        bsz = prompt_hidden.shape[0]
         canvas_len = targets.canvas.shape[1]
         device = self.device
         dec_pos = (canvas_at + torch.arange(canvas_len, device=device))[None].expand(bsz, -1)
@@ -217,7 +235,8 @@ class AsrTrainer:
         t = losses.noise_levels(bsz, cfg.noise_exponent, generator)
         noisy, _, _ = losses.corrupt(targets.canvas, self.vocab_size, generator, t)
         # At seed_prob 0 (the recipe) no seed is built or drawn for: training is that of a "noise" start.
-        if self.ctc_start is not None and self.ctc_start["canvas"] == "ctc" and cfg.seed_prob > 0:
+        if (in_prompt is not None and self.ctc_start is not None and self.ctc_start["canvas"] == "ctc"
+                and cfg.seed_prob > 0):
             noisy = self.seeded_rows(noisy, in_prompt, generator)
         sc_mask = (torch.rand(bsz, generator=generator) < cfg.self_cond_prob).to(device)
         sc_logits = None
@@ -232,12 +251,8 @@ class AsrTrainer:
             ).logits
             l_diff = losses.diffusion_loss(logits, targets.canvas, targets.content, cfg.pad_weight)
         with record_function("train.ar_pass"):
-            l_ar = self.ar_loss(cache, prompt_hidden, targets, canvas_at, ids.shape[1])
-        with record_function("train.ctc"):
-            l_ctc = losses.ctc_loss(ctc_logits, batch.slots, targets.ctc, targets.ctc_lengths,
-                                    blank=self.parts.tokenizer.pad_token_id)
-        total = cfg.w_diffusion * l_diff + cfg.w_ar * l_ar + cfg.w_ctc * l_ctc
-        return {"loss": total, "diff": l_diff, "ar": l_ar, "ctc": l_ctc}
+            l_ar = self.ar_loss(cache, prompt_hidden, targets, canvas_at, length)
+        return l_diff, l_ar
 
     def rotary_positions(self, ctc_logits: torch.Tensor, length: int, audio_start: int,
                          batch: Batch | None = None) -> tuple[torch.Tensor | None, int]:
