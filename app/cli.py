@@ -1,7 +1,7 @@
 """`diffusion-asr serve | transcribe | stream | make-checkpoint | inspect-adapter | import-adapter |
 convert-encoder | train | eval | lexicon | corpus | speech | recordings | encode-cache | pretrain-text |
-probe-acoustics`, and the benchmarks `bench | bench-soak | bench-steps | bench-vocab | bench-prefill | bench-engine | bench-encoder |
-bench-train-step`."""
+probe-acoustics`, and the benchmarks `bench | bench-soak | bench-steps | bench-vocab | bench-prefill |
+bench-engine | bench-encoder | bench-train-step`."""
 
 from __future__ import annotations
 

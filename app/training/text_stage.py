@@ -26,6 +26,7 @@ import torch
 
 from app.checkpoint.parts import build_model, save_checkpoint
 from app.checkpoint.tokenizer import LANGUAGE_TAG_FORMAT
+from app.model.aligned_positions.positions import aligned_positions
 from app.training import losses
 from app.training.batches import train_tokenizer
 from app.training.cached import cache_reference, cached_dims, load_cached_splits
@@ -92,11 +93,11 @@ class TextStage:
         ids = ids[:, keep.to(ids.device)]
         if not self.config.aligned_positions:
             return ids, None, ids.shape[1]
+        # One audio slot that has emitted the whole transcript, then that slot dropped: the audio case's rule.
         audio_start = int(layout.audio_positions[0])
-        spoken = torch.tensor([len(t) for t in batch.text_ids], device=ids.device)
-        head = torch.arange(audio_start, device=ids.device).expand(len(spoken), -1)
-        tail = spoken[:, None] + audio_start + 1 + torch.arange(ids.shape[1] - audio_start, device=ids.device)
-        return ids, torch.cat([head, tail], dim=1), audio_start
+        spoken = torch.tensor([[len(t)] for t in batch.text_ids], device=ids.device)
+        rotary = aligned_positions(spoken, audio_start, ids.shape[1] + 1)
+        return ids, torch.cat([rotary[:, :audio_start], rotary[:, audio_start + 1:]], dim=1), audio_start
 
     def losses(self, batch: TextBatch) -> dict[str, torch.Tensor]:
         """The diffusion and autoregressive losses of one batch, weighted as in the audio stage."""
