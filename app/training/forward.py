@@ -205,7 +205,9 @@ class AsrTrainer:
             in_prompt = prompt_audio(audio, self.model.lm_head, self.parts.tokenizer.pad_token_id)
         with record_function("train.ctc"):
             ctc_logits = softcap(self.model.lm_head(audio), self.cap)
-        rotary, canvas_at = self.rotary_positions(ctc_logits, ids.shape[1], int(layout.audio_positions[0]), batch)
+        with record_function("train.positions"):
+            rotary, canvas_at = self.rotary_positions(ctc_logits, ids.shape[1], int(layout.audio_positions[0]),
+                                                      batch)
         with record_function("train.prefill"):
             cache, prompt_hidden = self.prefill(in_prompt, ids, layout.audio_positions, rotary)
         l_diff, l_ar = self.canvas_losses(cache, prompt_hidden, targets, canvas_at, ids.shape[1], generator,

@@ -23,6 +23,7 @@ PARTS: tuple[tuple[str, str], ...] = (
     ("train.batch", "draw and collate the batch"),
     ("train.losses", "forward, all three losses"),
     ("train.project", "- projector"),
+    ("train.positions", "- the audio slots' rotary positions (aligned positions; forced counts: a Viterbi pass)"),
     ("train.prefill", "- causal encoder over the prompt"),
     ("train.self_cond_pass", "- decoder pass without gradients (self-conditioning logits)"),
     ("train.decoder_pass", "- decoder pass with gradients, diffusion loss"),

@@ -215,13 +215,15 @@ def test_eval_scores_a_model_beside_its_baseline_on_the_same_clips(tmp_path: Pat
 
 
 def test_step_timing_finds_every_part_the_trainer_labels(tmp_path: Path, encoded: Path) -> None:
-    loop, _, _ = build_loop(_config(tmp_path, encoded, self_cond_prob=1.0))
+    # Aligned positions with forced counts, so that every labelled part runs.
+    loop, _, _ = build_loop(_config(tmp_path, encoded, self_cond_prob=1.0, aligned_positions=True,
+                                    aligned_counts="forced"))
     timing = time_training_steps(loop, steps=2, warmup=1)
     assert loop.run.step == 5  # warm-up, timed and profiled steps are all real training steps
     measured = {label: ms for label, _, ms in timing.parts}
     assert list(measured) == [label for label, _ in PARTS]
     assert all(ms > 0 for ms in measured.values()), measured  # a label the trainer no longer sets reads 0
-    passes = ("train.project", "train.prefill", "train.self_cond_pass", "train.decoder_pass", "train.ar_pass",
+    passes = ("train.project", "train.positions", "train.prefill", "train.self_cond_pass", "train.decoder_pass", "train.ar_pass",
               "train.ctc")
     assert sum(measured[label] for label in passes) <= measured["train.losses"]
     outer = ("train.batch", "train.losses", "train.backward", "train.optimizer")
