@@ -8,6 +8,7 @@ that encoder (`app.checkpoint.encoder_ref`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -65,6 +66,12 @@ def train_dirs(root: Path) -> list[Path]:
     """`train/` first, then every `train-<name>/` in name order."""
     extra = sorted(p for p in Path(root).glob(f"{TRAIN_SPLIT}-*") if p.is_dir())
     return [Path(root) / TRAIN_SPLIT, *extra]
+
+
+def train_clip_counts(root: Path) -> dict[str, int]:
+    """Clips per training cache (`train`, `train-<name>`), from each cache's metadata, for the model card."""
+    return {path.name: int(json.loads((path / META).read_text(encoding="utf-8"))["count"])
+            for path in train_dirs(root)}
 
 
 def held_out_dirs(root: Path) -> list[Path]:

@@ -123,21 +123,16 @@ def model_card(info: dict, results_md: str = "", decoding: str = "") -> str:
                  f"{cfg['time_mask_frac']:.0%} of the clip, set to the clip's mean.\n")
     limits = ("- The word lists hold the training vocabulary: a word outside them is written only where the audio is "
               "clearer\n  about it than about any listed word that sounds alike.\n" if decoding else "")
-    return f"""# default: a small diffusion ASR model (en, de, fr, es, hi, zh)
-
-The project's shipped demo model: the serving architecture (Whisper-style encoder -> projector ->
-DiffusionGemma uniform-diffusion backbone with LoRA) at a size that runs on a laptop CPU. Trained from scratch
-on synthetic espeak-ng speech only.
-
+    cached = bool(cfg.get("encoder_cache"))
+    return f"""{_CACHED_INTRO if cached else _OWN_ENCODER_INTRO}
 ## Data
 
-{_data_lines(data)}- {data.get('total')} training clips ({data.get('hours')} h), {info['train_clips']} used after dropping clips whose
-  tokens do not fit the canvas or the CTC slots ({info['dropped']}).
+{_cache_lines(info) if cached else _data_lines(data)}- {_clips_line(info, data, cached)}, {info['train_clips']} used after
+  dropping clips whose tokens do not fit the canvas or the CTC slots ({info['dropped']}).
 
 ## Sizes
 
-- Encoder (Whisper architecture): {d['encoder_layers']} layers x {d['encoder_width']}, {d['encoder_positions']}
-  positions = {d['encoder_positions'] * 2 / 100:.0f} s window; {p['encoder']:,} parameters.
+- {_encoder_line(d, p, cached)}
 - Projector: conv subsample {d['subsample']} -> {d['encoder_positions'] // d['subsample']} audio slots,
   width {d['projector_width']}{_context_line(d)}; {p['projector']:,} parameters.
 - Backbone (DiffusionGemma): hidden {d['hidden']} x {d['layers']} layers, {d['experts']} experts top-{d['top_k_experts']},
@@ -170,8 +165,7 @@ for this invocation, which reused the data and features already in its work dire
 {decoding}{results_md}
 ## Limits
 
-- Trained only on synthetic espeak-ng speech of random word sequences: expect weak results on real recordings
-  (accents, reverberation, natural prosody) and no punctuation or casing.
+- {_CACHED_LIMIT if cached else _OWN_ENCODER_LIMIT}
 - Windows of {d['encoder_positions'] * 2 / 100:.0f} s; at most {d['canvas_length'] - 2} tokens per window.
 - A demo of the architecture, not a production model.
 {limits}"""
@@ -183,3 +177,45 @@ def _context_line(dims: dict) -> str:
     noun = "layers" if layers > 1 else "layer"
     return (f", then {layers} transformer {noun} over the slots ({dims['context_heads']} heads, FFN "
             f"{dims['context_ffn']})") if layers else ""
+
+
+_OWN_ENCODER_INTRO = """# default: a small diffusion ASR model (en, de, fr, es, hi, zh)
+
+The project's shipped demo model: the serving architecture (Whisper-style encoder -> projector ->
+DiffusionGemma uniform-diffusion backbone with LoRA) at a size that runs on a laptop CPU. Trained from scratch
+on synthetic espeak-ng speech only.
+"""
+_CACHED_INTRO = """# A diffusion ASR model on the frozen whisper-base encoder (en, de, fr, es, hi, zh)
+
+The serving architecture (Whisper encoder -> projector -> DiffusionGemma uniform-diffusion backbone with LoRA):
+OpenAI's pretrained whisper-base encoder (MIT), frozen and referenced by checksum (`encoder/`), not stored here;
+the projector and the backbone trained by this project on its cached outputs.
+"""
+_OWN_ENCODER_LIMIT = """Trained only on synthetic espeak-ng speech of random word sequences: expect weak results on real recordings
+  (accents, reverberation, natural prosody) and no punctuation or casing."""
+_CACHED_LIMIT = """Trained only on the speech the caches above hold: expect weaker results on other voices, accents and rooms.
+  Punctuation and casing are those of the training transcripts."""
+
+
+def _cache_lines(info: dict) -> str:
+    """The card's data lines of a run on cached encoder outputs: each training cache and its clips."""
+    counts = info.get("cache_clips") or {}
+    listed = ", ".join(f"`{name}` {count:,}" for name, count in counts.items())
+    return (f"- Cached whisper-base outputs of `{info['config']['encoder_cache']}` (`diffusion-asr encode-cache`; "
+            f"the speech and its sources: docs/training-data.md): {listed or 'clip counts not recorded'}.\n")
+
+
+def _encoder_line(dims: dict, params: dict, cached: bool) -> str:
+    """The card's encoder line: the referenced pretrained encoder, or the checkpoint's own."""
+    window = f"{dims['encoder_positions']} positions = {dims['encoder_positions'] * 2 / 100:.0f} s window"
+    if cached:
+        return f"Encoder: whisper-base, frozen, referenced (not stored), {dims['encoder_width']} wide; {window}."
+    return (f"Encoder (Whisper architecture): {dims['encoder_layers']} layers x {dims['encoder_width']}, {window}; "
+            f"{params['encoder']:,} parameters.")
+
+
+def _clips_line(info: dict, data: dict, cached: bool) -> str:
+    """How many training clips the run had: the caches' sum, or the generated set's count and hours."""
+    if cached:
+        return f"{sum((info.get('cache_clips') or {}).values()):,} training clips"
+    return f"{data.get('total')} training clips ({data.get('hours')} h)"

@@ -38,7 +38,7 @@ from app.training.batches import (
     probe_batch,
     train_tokenizer,
 )
-from app.training.cached import cache_reference, cached_dims, load_cached_splits
+from app.training.cached import cache_reference, cached_dims, load_cached_splits, train_clip_counts
 from app.training.card import count_params, model_card, train_feats_manifest
 from app.training.config import TrainConfig
 from app.training.features import FeatureSet
@@ -354,6 +354,7 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "data_manifest": {k: train_feats_manifest(work) .get(k) for k in ("total", "hours", "counts", "text_source",
                                                                            "voices", "espeak_version", "engines")},
+        "cache_clips": train_clip_counts(config.encoder_cache) if config.encoder_cache is not None else None,
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",

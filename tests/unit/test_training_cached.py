@@ -116,8 +116,12 @@ def test_checkpoint_references_the_encoder_and_transcribes(tmp_path: Path, encod
                  "--max-steps", "2", "--threads", "1", "--probe-every", "0", "--no-progress"]) == 0
     info = json.loads((out / "adapter" / "train_info.json").read_text(encoding="utf-8"))
     assert {key: info["config"][key] for key in CACHED_RECIPE} == CACHED_RECIPE and info["params"]["encoder"] == 0
-    assert "trained from random init on the frozen whisper-base encoder's cached outputs" in \
-        (out / "adapter" / "MODEL_CARD.md").read_text()
+    card = (out / "adapter" / "MODEL_CARD.md").read_text()
+    assert "trained from random init on the frozen whisper-base encoder's cached outputs" in card
+    # The card describes the cache run, not the random-word recipe of a model with its own encoder.
+    assert info["cache_clips"] == {"train": len(TEXTS)}
+    assert card.startswith("# A diffusion ASR model on the frozen whisper-base encoder")
+    assert f"`train` {len(TEXTS)}." in card and "random word sequences" not in card and "None" not in card
     # The encoder is referenced, not copied; the prompt carries the audio as projected (no CTC start).
     assert sorted(p.name for p in (out / "encoder").iterdir()) == [REFERENCE_FILE]
     asr_config = json.loads((out / "adapter" / "asr_config.json").read_text(encoding="utf-8"))
