@@ -8,7 +8,6 @@ that encoder (`app.checkpoint.encoder_ref`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -70,8 +69,7 @@ def train_dirs(root: Path) -> list[Path]:
 
 def train_clip_counts(root: Path) -> dict[str, int]:
     """Clips per training cache (`train`, `train-<name>`), from each cache's metadata, for the model card."""
-    return {path.name: int(json.loads((path / META).read_text(encoding="utf-8"))["count"])
-            for path in train_dirs(root)}
+    return {path.name: len(load_encoder_cache(path)) for path in train_dirs(root)}
 
 
 def held_out_dirs(root: Path) -> list[Path]:

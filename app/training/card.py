@@ -127,8 +127,8 @@ def model_card(info: dict, results_md: str = "", decoding: str = "") -> str:
     return f"""{_CACHED_INTRO if cached else _OWN_ENCODER_INTRO}
 ## Data
 
-{_cache_lines(info) if cached else _data_lines(data)}- {_clips_line(info, data, cached)}, {info['train_clips']} used after
-  dropping clips whose tokens do not fit the canvas or the CTC slots ({info['dropped']}).
+{_cache_lines(info) if cached else _data_lines(data)}- {_clips_line(info, data, cached)}{info['train_clips']} used
+  after dropping clips whose tokens do not fit the canvas or the CTC slots ({info['dropped']}).
 
 ## Sizes
 
@@ -215,7 +215,9 @@ def _encoder_line(dims: dict, params: dict, cached: bool) -> str:
 
 
 def _clips_line(info: dict, data: dict, cached: bool) -> str:
-    """How many training clips the run had: the caches' sum, or the generated set's count and hours."""
-    if cached:
-        return f"{sum((info.get('cache_clips') or {}).values()):,} training clips"
-    return f"{data.get('total')} training clips ({data.get('hours')} h)"
+    """How many training clips the run had: the caches' sum (nothing when the run did not record the caches'
+    counts), or the generated set's count and hours."""
+    if not cached:
+        return f"{data.get('total')} training clips ({data.get('hours')} h), "
+    counts = info.get("cache_clips")
+    return f"{sum(counts.values()):,} training clips, " if counts else "training clips: "

@@ -227,8 +227,8 @@ def test_step_timing_finds_every_part_the_trainer_labels(tmp_path: Path, encoded
     measured = {label: ms for label, _, ms in timing.parts}
     assert list(measured) == [label for label, _ in PARTS]
     assert all(ms > 0 for ms in measured.values()), measured  # a label the trainer no longer sets reads 0
-    passes = ("train.project", "train.positions", "train.prefill", "train.self_cond_pass", "train.decoder_pass", "train.ar_pass",
-              "train.ctc")
+    passes = ("train.project", "train.positions", "train.prefill", "train.self_cond_pass", "train.decoder_pass",
+              "train.ar_pass", "train.ctc")
     assert sum(measured[label] for label in passes) <= measured["train.losses"]
     outer = ("train.batch", "train.losses", "train.backward", "train.optimizer")
     assert sum(measured[label] for label in outer) <= timing.profiled_step_ms
