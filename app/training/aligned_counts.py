@@ -17,13 +17,17 @@ from app.model.alignment import ctc_alignment
 
 
 def forced_counts(logits: torch.Tensor, slots: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor,
-                  blank: int) -> torch.Tensor:
+                  blank: int, greedy_rows: torch.Tensor | None = None) -> torch.Tensor:
     """`[B, S]` reference tokens emitted up to each slot along the Viterbi path of the targets through the
     per-slot CTC `logits` `[B, S, V]`; `slots` `[B]` are the slots holding real audio, beyond which the count
-    stays at the last token. A row whose targets do not fit its slots keeps its greedy counts."""
+    stays at the last token. A row whose targets do not fit its slots, or that `greedy_rows` `[B]` (bool) marks,
+    keeps its greedy counts."""
     counts = emission_counts(logits, blank)
     logprobs = torch.log_softmax(logits.detach().float(), dim=-1).cpu().numpy()
+    skip = greedy_rows.tolist() if greedy_rows is not None else [False] * counts.shape[0]
     for row, (length, used) in enumerate(zip(target_lengths.tolist(), slots.tolist())):
+        if skip[row]:
+            continue
         ids = targets[row, :length].tolist()
         path = ctc_alignment(logprobs[row, :used], ids, blank) if ids else None
         if path is None:

@@ -118,6 +118,11 @@ class TrainConfig:
     # "forced", the Viterbi alignment of the transcript through the same CTC head (`app.training.aligned_counts`),
     # which keeps each reference token beside its own audio where the best path drops or adds one.
     aligned_counts: str = "greedy"
+    # With "forced" counts, the fraction of rows counted along the greedy path anyway. Inference's greedy counts
+    # can run past the text the decoder spells (a dropped or merged character); a decoder trained on forced
+    # counts alone never saw that and fills the extra slots with full stops. These rows show it the end of
+    # sequence there instead. 0 draws nothing, so earlier runs' random streams are unchanged.
+    greedy_count_share: float = 0.0
     # The canvas decoding starts from (`ctc_start.canvas`): "ctc" starts from the greedy-CTC transcript, which the
     # decoder keeps or corrects (against "noise": 10-29 points less CER, docs/training.md). Needs "ctc" above.
     canvas_init: str = "ctc"
@@ -164,6 +169,8 @@ class TrainConfig:
             raise ValueError("aligned_positions places the audio as projected: it needs audio_compression None")
         if self.aligned_counts not in ALIGNED_COUNTS:
             raise ValueError(f"aligned_counts must be one of {ALIGNED_COUNTS}, got {self.aligned_counts!r}")
+        if not 0.0 <= self.greedy_count_share <= 1.0:
+            raise ValueError(f"greedy_count_share must be in [0, 1], got {self.greedy_count_share!r}")
         if self.audio_compression is None:
             if self.canvas_init != "noise":
                 raise ValueError("canvas_init 'ctc' reads CTC-compressed audio: it needs audio_compression 'ctc'")

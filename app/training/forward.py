@@ -207,7 +207,7 @@ class AsrTrainer:
             ctc_logits = softcap(self.model.lm_head(audio), self.cap)
         with record_function("train.positions"):
             rotary, canvas_at = self.rotary_positions(ctc_logits, ids.shape[1], int(layout.audio_positions[0]),
-                                                      batch)
+                                                      batch, generator)
         with record_function("train.prefill"):
             cache, prompt_hidden = self.prefill(in_prompt, ids, layout.audio_positions, rotary)
         l_diff, l_ar = self.canvas_losses(cache, prompt_hidden, targets, canvas_at, ids.shape[1], generator,
@@ -257,17 +257,26 @@ class AsrTrainer:
         return l_diff, l_ar
 
     def rotary_positions(self, ctc_logits: torch.Tensor, length: int, audio_start: int,
-                         batch: Batch | None = None) -> tuple[torch.Tensor | None, int]:
+                         batch: Batch | None = None,
+                         generator: torch.Generator | None = None) -> tuple[torch.Tensor | None, int]:
         """The prompt's rotary positions `[B, L]` (None: its indices) and canvas slot 0's position, as the
         checkpoint's row start will give them (`AlignedStart` with `aligned_positions`), counted along the path
-        `aligned_counts` names ("forced" follows `batch`'s transcripts)."""
-        if not self.config.aligned_positions:
+        `aligned_counts` names ("forced" follows `batch`'s transcripts; `greedy_count_share` of its rows, drawn
+        from `generator`, keep the greedy path)."""
+        cfg = self.config
+        if not cfg.aligned_positions:
             return None, length
         blank = self.parts.tokenizer.pad_token_id
-        if self.config.aligned_counts == "forced":
+        if cfg.aligned_counts == "forced":
             if batch is None:
                 raise ValueError("forced counts follow a batch's transcripts: pass the batch")
-            counts = forced_counts(ctc_logits, batch.slots, batch.targets.ctc, batch.targets.ctc_lengths, blank)
+            greedy_rows = None
+            if cfg.greedy_count_share > 0.0:
+                if generator is None:
+                    raise ValueError("greedy_count_share draws its rows: pass the generator")
+                greedy_rows = torch.rand(ctc_logits.shape[0], generator=generator) < cfg.greedy_count_share
+            counts = forced_counts(ctc_logits, batch.slots, batch.targets.ctc, batch.targets.ctc_lengths, blank,
+                                   greedy_rows)
         else:
             counts = emission_counts(ctc_logits.detach(), blank)
         return aligned_positions(counts, audio_start, length), canvas_start(audio_start)

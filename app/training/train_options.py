@@ -30,6 +30,7 @@ TRAIN_FIELDS = (
     "device", "canvas_init", "seed_prob", "seed_noise_exponent",
     "freq_masks", "freq_mask_bins", "time_masks", "time_mask_frac", "init_from", "train_only", "corpus",
     "encoder_cache", "self_cond_temperatures", "aligned_positions", "aligned_counts",
+    "greedy_count_share",
 )
 
 
@@ -71,6 +72,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aligned-counts", choices=ALIGNED_COUNTS,
                    help="with --aligned-positions, count in training along the greedy path (as inference does) "
                         "or along the forced alignment of the transcript")
+    p.add_argument("--greedy-count-share", type=float,
+                   help="with --aligned-counts forced, the fraction of rows counted along the greedy path anyway")
     p.add_argument("--seed-prob", type=float,
                    help="fraction of training rows whose noisy canvas is the greedy-CTC transcript (--canvas-init ctc)")
     p.add_argument("--seed-noise-exponent", type=float,

@@ -72,6 +72,26 @@ def test_a_row_whose_transcript_cannot_fit_keeps_its_greedy_counts() -> None:
     assert forced[1].tolist() == [1, 1, 2, 2]
 
 
+def test_a_row_marked_greedy_keeps_the_best_paths_counts_and_the_others_are_forced() -> None:
+    # Both rows: the best path reads 2, 3, 4 and the transcript 2, 3, 5, 4 (as in the dropped-token case above).
+    logits = torch.full((2, 10, 6), -5.0)
+    for t, label in enumerate([BLANK, 2, 2, BLANK, 3, BLANK, BLANK, 4, BLANK, BLANK]):
+        logits[:, t, label] = 5.0
+    logits[:, 5, 5] = 4.0
+    targets = torch.tensor([[2, 3, 5, 4], [2, 3, 5, 4]])
+    counts = forced_counts(logits, torch.tensor([8, 8]), targets, torch.tensor([4, 4]), BLANK,
+                           greedy_rows=torch.tensor([True, False]))
+    assert counts[0].tolist() == [0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert counts[1].tolist() == [0, 1, 1, 1, 2, 3, 3, 4, 4, 4]
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_training_refuses_a_greedy_share_outside_0_to_1(share: float) -> None:
+    with pytest.raises(ValueError, match="greedy_count_share"):
+        TrainConfig(aligned_positions=True, audio_compression=None, canvas_init="noise", aligned_counts="forced",
+                    greedy_count_share=share).ctc_start()
+
+
 def test_training_refuses_an_unknown_count() -> None:
     with pytest.raises(ValueError, match="aligned_counts"):
         TrainConfig(aligned_positions=True, audio_compression=None, canvas_init="noise",

@@ -18,6 +18,7 @@ from app.checkpoint.parts import build_model
 from app.checkpoint.pretrained_encoder import load_pretrained_encoder
 from app.checkpoint.whisper_base import MARKER_FILE, WHISPER_BASE_DIR
 from app.cli import main
+from app.model.aligned_positions.positions import aligned_positions, emission_counts
 from app.model.aligned_positions.start import AlignedStart
 from app.model.backbone import softcap
 from app.model.encoder import encode, feature_extractor_for, log_mel, window_frames
@@ -307,6 +308,16 @@ def test_forced_counts_put_each_transcripts_last_token_at_the_end_of_its_audio(t
         assert int(rotary[row, audio_start + slots - 1]) == audio_start + length
     with pytest.raises(ValueError, match="pass the batch"):
         trainer.rotary_positions(ctc_logits, ids.shape[1], audio_start)
+    greedy_rotary = aligned_positions(emission_counts(ctc_logits, trainer.parts.tokenizer.pad_token_id), audio_start,
+                                      ids.shape[1])
+    assert not torch.equal(rotary, greedy_rotary)  # the untrained head's best path is not the transcript's
+    # With every row drawn for the greedy path, the forced run's positions are the greedy ones.
+    trainer.config.greedy_count_share = 1.0
+    drawn, _ = trainer.rotary_positions(ctc_logits, ids.shape[1], audio_start, batch, torch.Generator())
+    assert torch.equal(drawn, greedy_rotary)
+    with pytest.raises(ValueError, match="pass the generator"):
+        trainer.rotary_positions(ctc_logits, ids.shape[1], audio_start, batch)
+    trainer.config.greedy_count_share = 0.0
     history = [loop.step() for _ in range(2)]
     assert all(np.isfinite(v) for values in history for v in values.values()), history
 
