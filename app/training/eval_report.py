@@ -30,11 +30,12 @@ def _pct(x: float) -> str:
 
 
 def _held_out_table(name: str, description: str, scores: list[ModelScores]) -> list[str]:
-    """One row per language; each model's CER, WER and tag accuracy side by side, then the first model's CTC."""
+    """One row per language; each model's CER, WER, tag accuracy and filler share side by side, then the first
+    model's CTC."""
     models = [s.model for s in scores]
     head = ["language", "clips"]
     for model in models:
-        head += [f"CER {model}", f"WER {model}", f"tag right {model}"]
+        head += [f"CER {model}", f"WER {model}", f"tag right {model}", f"filler {model}"]
     head += [f"CTC CER {models[0]}"]
     lines = [f"**{name}** — {description}", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
@@ -42,7 +43,7 @@ def _held_out_table(name: str, description: str, scores: list[ModelScores]) -> l
         row = [lang, str(first.clips)]
         for s in scores:
             r = s.held_out[name].get(lang)
-            row += [_pct(r.cer), _pct(r.wer), _pct(r.tag_accuracy)] if r else ["n/a"] * 3
+            row += [_pct(r.cer), _pct(r.wer), _pct(r.tag_accuracy), _pct(r.filler)] if r else ["n/a"] * 4
         row.append(_pct(first.ctc_cer))
         lines.append("| " + " | ".join(row) + " |")
     return lines + [""]
@@ -84,7 +85,8 @@ def results_markdown(scores: list[ModelScores], descriptions: dict[str, str], st
              f"Diffusion decoder at {steps} steps from a canvas of uniform noise (or the checkpoint's own start), "
              "no language hint; greedy CTC of the projector head for comparison. CER/WER in %. Normalisation: "
              "NFKC, lowercase, punctuation and symbols removed; CER on characters without spaces; Mandarin WER on "
-             "characters.", ""]
+             "characters. Filler: % of transcripts with a run of one repeated punctuation mark (three or more) that "
+             "the reference lacks, which the normalisation hides from CER.", ""]
     for name in scores[0].held_out:
         lines += _held_out_table(name, descriptions.get(name, ""), scores)
     if scores[0].real:

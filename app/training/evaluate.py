@@ -16,6 +16,7 @@ with all spaces removed, for every language.
 from __future__ import annotations
 
 import json
+import re
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -65,6 +66,21 @@ def _error_rate(refs: list[str], hyps: list[str]) -> float:
     return edits / total
 
 
+# One punctuation mark or symbol three or more times in a row ("with.........").
+_REPEATED_MARK = re.compile(r"([^\w\s])\1{2,}")
+
+
+def filler_share(refs: list[str], hyps: list[str]) -> float:
+    """Share of hypotheses holding a run of one repeated mark that their reference lacks: filler a reader sees
+    but CER never counts, since the normalisation removes punctuation."""
+    if not hyps:
+        return float("nan")
+    flagged = sum(bool({m.group(0) for m in _REPEATED_MARK.finditer(h)} - {m.group(0) for m in
+                                                                           _REPEATED_MARK.finditer(r)})
+                  for r, h in zip(refs, hyps))
+    return flagged / len(hyps)
+
+
 def cer(refs: list[str], hyps: list[str]) -> float:
     return _error_rate([cer_units(r) for r in refs], [cer_units(h) for h in hyps])
 
@@ -82,6 +98,7 @@ class LangResult:
     ctc_cer: float
     ctc_wer: float
     tag_accuracy: float
+    filler: float  # `filler_share` of the diffusion transcripts
     examples: list[tuple[str, str, str]]  # (reference, diffusion, ctc)
 
 
@@ -131,7 +148,7 @@ def evaluate_synthetic(pipeline, clips, steps: int, seed: int = 0, batch: int = 
         lang=lang, clips=len(refs[lang]),
         cer=cer(refs[lang], hyps[lang]), wer=wer(refs[lang], hyps[lang], lang),
         ctc_cer=cer(refs[lang], ctc_hyps[lang]), ctc_wer=wer(refs[lang], ctc_hyps[lang], lang),
-        tag_accuracy=float(np.mean(tags[lang])),
+        tag_accuracy=float(np.mean(tags[lang])), filler=filler_share(refs[lang], hyps[lang]),
         examples=list(zip(refs[lang], hyps[lang], ctc_hyps[lang]))[:3],
     ) for lang in refs}
 

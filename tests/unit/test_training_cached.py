@@ -216,7 +216,7 @@ def test_eval_scores_a_model_beside_its_baseline_on_the_same_clips(tmp_path: Pat
         latency = score["latency"]
         assert latency["seconds"] == 5.0 and latency["median_s"] > 0 and latency["short_median_s"] > 0
         assert f"denoising steps run {latency['steps_used']} / {latency['short_steps_used']})" in printed
-    assert f"CER {second} | WER {second} | tag right {second} | CER {first}" in printed
+    assert f"CER {second} | WER {second} | tag right {second} | filler {second} | CER {first}" in printed
 
 
 def test_step_timing_finds_every_part_the_trainer_labels(tmp_path: Path, encoded: Path) -> None:

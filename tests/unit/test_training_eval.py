@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from app.results import StepStats, Timing, Transcription
-from app.training.evaluate import cer, cer_units, measure_latency, normalize, wer
+from app.training.evaluate import cer, cer_units, filler_share, measure_latency, normalize, wer
 
 
 def test_normalize_lowercases_and_strips_punctuation() -> None:
@@ -33,6 +33,16 @@ def test_empty_hypothesis_counts_all_deletions() -> None:
     assert wer(["one two three"], [""], "en") == 1.0
     assert cer(["abc"], ["  "]) == 1.0
     assert math.isnan(cer([""], ["x"]))
+
+
+def test_filler_counts_runs_of_one_mark_the_reference_lacks() -> None:
+    refs = ["ask not what your country", "wait... what?", "so it ends.", "你好。"]
+    hyps = ["ask not.......... what your country", "wait... what?", "so it ends?!", "你好。。。"]
+    # The first and last hypotheses carry runs their references lack; the second's ellipsis is the reference's,
+    # the third's two different marks are not a run. CER sees none of it.
+    assert filler_share(refs, hyps) == 0.5
+    assert cer(refs[:1], hyps[:1]) == 0.0
+    assert math.isnan(filler_share([], []))
 
 
 class _StopsEarly:
