@@ -119,7 +119,7 @@ def load_parts(model: Path, dims: ModelDims) -> ModelParts:
 
 
 def asr_config_for(dims: ModelDims, ctc_start: dict[str, Any] | None = None,
-                   aligned_positions: bool = False) -> AsrConfig:
+                   aligned_positions: bool = False, past_audio: str = "count") -> AsrConfig:
     """The prompt format of checkpoints the project builds: one language-tag token as the hint (and the section of
     the demo's add-on a run uses: CTC start or aligned positions).
 
@@ -128,7 +128,7 @@ def asr_config_for(dims: ModelDims, ctc_start: dict[str, Any] | None = None,
     """
     return AsrConfig(
         ctc_start=ctc_start,
-        aligned_positions=dict(ALIGNED_POSITIONS) if aligned_positions else None,
+        aligned_positions={**ALIGNED_POSITIONS, "past_audio": past_audio} if aligned_positions else None,
         prompt_template="<bos><start_of_turn>{hint}{audio}<end_of_turn>",
         language_hint=LANGUAGE_TAG_FORMAT.replace("{lang}", "{language}"),
         context_hint="",

@@ -14,6 +14,9 @@ from app.languages import SUPPORTED_LANGUAGES
 
 # The one form of the `aligned_positions` section: audio slots counted along the projector's greedy CTC path.
 ALIGNED_POSITIONS: dict[str, str] = {"counts": "greedy_ctc"}
+# What those counts do past the window's audio, in its silent padding: "count" on ("greedy" training counted
+# there), "hold" at the last audio slot's count ("forced" training held them). Absent: "count".
+PAST_AUDIO = ("count", "hold")
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,17 @@ class AsrConfig:
         if self.default_steps < 1:
             raise ValueError(f"default_steps must be at least 1, got {self.default_steps}")
         if self.aligned_positions is not None:
-            if self.aligned_positions != ALIGNED_POSITIONS:
-                raise ValueError(
-                    f"aligned_positions must be {ALIGNED_POSITIONS} or absent, got {self.aligned_positions}")
+            base = {k: v for k, v in self.aligned_positions.items() if k != "past_audio"}
+            if base != ALIGNED_POSITIONS or self.past_audio not in PAST_AUDIO:
+                raise ValueError(f"aligned_positions must be {ALIGNED_POSITIONS} with past_audio one of "
+                                 f"{PAST_AUDIO} (or left out), or absent, got {self.aligned_positions}")
             if self.ctc_start is not None:
                 raise ValueError("aligned_positions and ctc_start are two row starts: a checkpoint has one")
+
+    @property
+    def past_audio(self) -> str:
+        """The aligned counts' rule past the window's audio (`PAST_AUDIO`)."""
+        return (self.aligned_positions or {}).get("past_audio", PAST_AUDIO[0])
 
     def language_tag(self, lang: str) -> str | None:
         """The tag token text for `lang`, when the checkpoint's format defines one."""

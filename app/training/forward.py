@@ -51,7 +51,9 @@ class AsrTrainer:
         # None when training reads the frozen pretrained encoder's cached outputs (`app.training.encoder_cache`).
         self.encoder = parts.whisper.get_encoder() if parts.whisper is not None else None
         self.ctc_start = config.ctc_start()
-        self.asr_config = asr_config_for(dims, self.ctc_start, config.aligned_positions)
+        # Forced counts hold past each clip's audio (`forced_counts`), so the checkpoint's counts must too.
+        self.asr_config = asr_config_for(dims, self.ctc_start, config.aligned_positions,
+                                         "hold" if config.aligned_counts == "forced" else "count")
         self.prompts = PromptBuilder(parts.tokenizer, self.asr_config)
         self.self_cond_range = self._self_cond_range()
         self.vocab_size = self.model.config.text_config.vocab_size

@@ -10,10 +10,11 @@ import torch
 
 from app.checkpoint.errors import CheckpointError
 from app.checkpoint.loading import load_model_dir
-from app.model.aligned_positions.positions import aligned_positions, emission_counts
+from app.model.aligned_positions.positions import aligned_positions, emission_counts, hold_past_audio
 from app.model.aligned_positions.start import AlignedStart
 from app.model.asr_config import AsrConfig
 from app.model.backbone import prefill_batch, prompt_embeddings
+from app.model.projector import audio_slots
 from app.model.denoiser import DenoiseBatch, DenoiseJob
 from app.training.config import TrainConfig
 from tests.conftest import model_with_asr_config
@@ -88,6 +89,28 @@ def test_checkpoint_section_selects_the_aligned_start_which_prefills_at_counted_
         assert not torch.allclose(keys, keys_plain)  # the positions are not the indices
 
 
+def test_held_counts_stop_at_each_rows_last_audio_slot() -> None:
+    counts = torch.tensor([[0, 1, 1, 2, 3, 4], [1, 1, 2, 2, 3, 3], [0, 1, 2, 3, 4, 5]])
+    held = hold_past_audio(counts, [3, 6, 0])
+    # Row 0 holds at slot 2's count; row 1's audio fills the window; a row with no audio slot keeps its counts.
+    assert held.tolist() == [[0, 1, 1, 1, 1, 1], [1, 1, 2, 2, 3, 3], [0, 1, 2, 3, 4, 5]]
+
+
+@pytest.mark.parametrize("past_audio", ["hold", "count"])
+def test_a_checkpoint_says_whether_the_padding_after_the_audio_counts(tiny_model_dir: Path, tmp_path: Path,
+                                                                      past_audio: str) -> None:
+    model = model_with_asr_config(tiny_model_dir, tmp_path, aligned_positions={**SECTION, "past_audio": past_audio})
+    pipeline = load_model_dir(model, device=torch.device("cpu"), dtype=torch.float32)
+    samples = 16_000 // 10
+    used = audio_slots(samples, pipeline.projector.subsample, pipeline.config.audio_slots)
+    # One emission per slot up to well past the clip's audio, as a head reading its silent padding can do.
+    path = [11 + i % 2 for i in range(used + 3)]
+    encoded = pipeline.start.encode(_speaking(pipeline, path)[None], [samples])[0]
+    counts = encoded.counts.tolist()
+    assert counts[:used] == list(range(1, used + 1))
+    assert counts[used:used + 3] == ([used] * 3 if past_audio == "hold" else [used + 1, used + 2, used + 3])
+
+
 def test_canvas_sits_at_the_prefills_canvas_start(aligned_pipeline) -> None:
     audio = _speaking(aligned_pipeline, [BLANK, 11, 12])
     encoded = aligned_pipeline.start.encode(audio[None], [16_000])
@@ -111,6 +134,9 @@ def test_a_section_other_than_the_one_form_or_beside_ctc_start_is_refused(tiny_m
                                                                           tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="aligned_positions must be"):
         AsrConfig(aligned_positions={"counts": "beam"})
+    with pytest.raises(ValueError, match="aligned_positions must be"):
+        AsrConfig(aligned_positions={**SECTION, "past_audio": "skip"})
+    assert AsrConfig(aligned_positions=SECTION).past_audio == "count"  # checkpoints written before the rule
     with pytest.raises(ValueError, match="a checkpoint has one"):
         AsrConfig(aligned_positions=SECTION, ctc_start={"canvas": "noise"})
     model = model_with_asr_config(tiny_model_dir, tmp_path, aligned_positions={"counts": "soft"})

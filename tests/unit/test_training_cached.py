@@ -264,7 +264,8 @@ def test_aligned_positions_train_and_decode_at_the_same_positions(tmp_path: Path
     loop, _, _ = build_loop(config)
     out = train(config, argv=["train", "--aligned-positions"])
     asr_config = json.loads((out / "adapter" / "asr_config.json").read_text(encoding="utf-8"))
-    assert asr_config["aligned_positions"] == {"counts": "greedy_ctc"} and "ctc_start" not in asr_config
+    assert asr_config["aligned_positions"] == {"counts": "greedy_ctc", "past_audio": "count"}
+    assert "ctc_start" not in asr_config
     pipeline = load_model_dir(out, device=torch.device("cpu"), dtype=torch.float32)
     assert isinstance(pipeline.start, AlignedStart)
 
@@ -296,6 +297,7 @@ def test_forced_counts_put_each_transcripts_last_token_at_the_end_of_its_audio(t
     config = _config(tmp_path, encoded, aligned_positions=True, aligned_counts="forced", max_steps=2)
     loop, _, _ = build_loop(config)
     trainer = loop.trainer
+    assert trainer.asr_config.past_audio == "hold"  # as forced counts hold past each clip's audio
     batch = collate(loop.feats, loop.examples, trainer.parts.tokenizer, trainer.dims.canvas_length, False)
     ids, layout = trainer.prompt(len(loop.examples), None)
     audio_start = int(layout.audio_positions[0])

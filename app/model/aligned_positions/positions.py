@@ -26,6 +26,17 @@ def emission_counts(logits: torch.Tensor, blank: int) -> torch.Tensor:
     return greedy_emissions(logits.argmax(dim=-1), blank).long().cumsum(dim=1)
 
 
+def hold_past_audio(counts: torch.Tensor, slots: list[int]) -> torch.Tensor:
+    """`counts` `[B, S]` with every slot past a row's first `slots[row]` (those covering its audio) holding the
+    count of its last audio slot: whatever the head emits in the window's silent padding is not speech. Training
+    with forced counts holds them the same way (`app.training.aligned_counts`)."""
+    held = counts.clone()
+    for row, used in enumerate(slots):
+        if 0 < used < counts.shape[1]:
+            held[row, used:] = counts[row, used - 1]
+    return held
+
+
 def aligned_positions(counts: torch.Tensor, audio_start: int, prompt_length: int) -> torch.Tensor:
     """`[B, L]` rotary positions of prompts whose `S` audio slots start at index `audio_start`.
 

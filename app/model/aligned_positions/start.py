@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import torch
 from transformers import DiffusionGemmaForBlockDiffusion
 
-from app.model.aligned_positions.positions import aligned_positions, canvas_start, emission_counts
+from app.model.aligned_positions.positions import aligned_positions, canvas_start, emission_counts, hold_past_audio
 from app.model.backbone import Prefill, prefill_many, prompt_embeddings
+from app.model.projector import audio_slots
 from app.model.prompt import Prompt
 from app.model.row_start import EncodedWindow
 
@@ -25,14 +26,20 @@ class AlignedWindow(EncodedWindow):
 class AlignedStart:
     """The `RowStart` that places the prompt's audio slots at the canvas positions of the tokens they speak."""
 
-    def __init__(self, backbone: DiffusionGemmaForBlockDiffusion, blank: int) -> None:
+    def __init__(self, backbone: DiffusionGemmaForBlockDiffusion, blank: int, subsample: int = 1,
+                 hold_padding: bool = False) -> None:
         self.backbone = backbone
         self.blank = blank
+        self.subsample = subsample
+        self.hold_padding = hold_padding  # the checkpoint's `past_audio` "hold": its training held them
 
     @torch.no_grad()
     def encode(self, projected: torch.Tensor, num_samples: list[int]) -> list[EncodedWindow]:
-        # Every slot of the window is counted, padding included, as training counts them: the prompt holds them all.
+        # Every slot of the window is counted, padding included, as greedy-count training counts them (the prompt
+        # holds them all); a checkpoint trained on forced counts held them past the audio, and so does this.
         counts = emission_counts(self.backbone.lm_head(projected), self.blank)
+        if self.hold_padding:
+            counts = hold_past_audio(counts, [audio_slots(n, self.subsample, projected.shape[1]) for n in num_samples])
         return [AlignedWindow(row, counts=count) for row, count in zip(projected, counts)]
 
     def prefill(self, encoded: EncodedWindow, prompt: Prompt, language: str | None) -> Prefill:
