@@ -118,10 +118,11 @@ class TrainConfig:
     # "forced", the Viterbi alignment of the transcript through the same CTC head (`app.training.aligned_counts`),
     # which keeps each reference token beside its own audio where the best path drops or adds one.
     aligned_counts: str = "greedy"
-    # With "forced" counts, the fraction of rows counted along the greedy path anyway. Inference's greedy counts
-    # can run past the text the decoder spells (a dropped or merged character); a decoder trained on forced
-    # counts alone never saw that and fills the extra slots with full stops. These rows show it the end of
-    # sequence there instead. 0 draws nothing, so earlier runs' random streams are unchanged.
+    # With "forced" counts, the fraction of rows counted along the greedy path anyway, the silent padding
+    # included, so the decoder learns to end its text where counts run past it. Measured against the full stops
+    # a forced-count checkpoint wrote when inference counted the padding: it removed them but cost CER (thirteenth
+    # run, docs/training-v2.md); the checkpoint's `past_audio` "hold" removes them at inference instead, so the
+    # recipe keeps 0, which draws nothing (earlier runs' random streams are unchanged).
     greedy_count_share: float = 0.0
     # The canvas decoding starts from (`ctc_start.canvas`): "ctc" starts from the greedy-CTC transcript, which the
     # decoder keeps or corrects (against "noise": 10-29 points less CER, docs/training.md). Needs "ctc" above.

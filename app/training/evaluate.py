@@ -75,10 +75,12 @@ def filler_share(refs: list[str], hyps: list[str]) -> float:
     but CER never counts, since the normalisation removes punctuation."""
     if not hyps:
         return float("nan")
-    flagged = sum(bool({m.group(0) for m in _REPEATED_MARK.finditer(h)} - {m.group(0) for m in
-                                                                           _REPEATED_MARK.finditer(r)})
-                  for r, h in zip(refs, hyps))
+    flagged = sum(bool(_repeated_marks(hyp) - _repeated_marks(ref)) for ref, hyp in zip(refs, hyps))
     return flagged / len(hyps)
+
+
+def _repeated_marks(text: str) -> set[str]:
+    return {match.group(0) for match in _REPEATED_MARK.finditer(text)}
 
 
 def cer(refs: list[str], hyps: list[str]) -> float:
