@@ -101,8 +101,8 @@ def load_model_dir(model: Path | None = None, **overrides) -> AsrPipeline:
 
 def _row_start(adapter: Path, parts: AsrParts, config: AsrConfig) -> RowStart:
     if config.aligned_positions is not None:
-        return AlignedStart(parts.backbone, parts.tokenizer.pad_token_id, hold_padding=config.past_audio == "hold",
-                            subsample=parts.projector.subsample)
+        return AlignedStart(parts.backbone, parts.tokenizer.pad_token_id, parts.projector.subsample,
+                            hold_padding=config.past_audio == "hold")
     if config.ctc_start is None:
         return NoiseStart(parts.backbone)
     try:

@@ -12,7 +12,7 @@ from typing import Any
 
 from app.languages import SUPPORTED_LANGUAGES
 
-# The one form of the `aligned_positions` section: audio slots counted along the projector's greedy CTC path.
+# The fixed part of the `aligned_positions` section: audio slots counted along the projector's greedy CTC path.
 ALIGNED_POSITIONS: dict[str, str] = {"counts": "greedy_ctc"}
 # What those counts do past the window's audio, in its silent padding: "count" on ("greedy" training counted
 # there), "hold" at the last audio slot's count ("forced" training held them). Absent: "count".

@@ -278,7 +278,7 @@ def test_aligned_positions_train_and_decode_at_the_same_positions(tmp_path: Path
         ctc_logits = softcap(trainer.model.lm_head(projected), trainer.cap)
         rotary, canvas_at = trainer.rotary_positions(ctc_logits, ids.shape[1], int(layout.audio_positions[0]))
         cache, _ = trainer.prefill(projected, ids, layout.audio_positions, rotary)
-        start = AlignedStart(trainer.model, trainer.parts.tokenizer.pad_token_id)
+        start = AlignedStart(trainer.model, trainer.parts.tokenizer.pad_token_id, trainer.dims.subsample)
         prompt = trainer.prompts.build(None)
         states = start.prefill_many(start.encode(projected, [16_000] * 3), [prompt] * 3, [None] * 3)
     for row, state in enumerate(states):

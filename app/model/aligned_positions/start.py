@@ -26,14 +26,14 @@ class AlignedWindow(EncodedWindow):
 class AlignedStart:
     """The `RowStart` that places the prompt's audio slots at the canvas positions of the tokens they speak."""
 
-    def __init__(self, backbone: DiffusionGemmaForBlockDiffusion, blank: int, *, hold_padding: bool = False,
-                 subsample: int = 1) -> None:
-        """`hold_padding`: the checkpoint's `past_audio` is "hold"; `subsample`, the projector's, then tells which
-        slots cover a window's audio."""
+    def __init__(self, backbone: DiffusionGemmaForBlockDiffusion, blank: int, subsample: int, *,
+                 hold_padding: bool = False) -> None:
+        """`subsample`, the projector's, tells which slots cover a window's audio; `hold_padding`: the checkpoint's
+        `past_audio` is "hold"."""
         self.backbone = backbone
         self.blank = blank
-        self.hold_padding = hold_padding
         self.subsample = subsample
+        self.hold_padding = hold_padding
 
     @torch.no_grad()
     def encode(self, projected: torch.Tensor, num_samples: list[int]) -> list[EncodedWindow]:
