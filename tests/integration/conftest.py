@@ -66,6 +66,16 @@ class ServerProcess:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def log_with(self, text: str, timeout_s: float = 30.0) -> str:
+        """The log once it holds `text`: the access line is written after the response has gone out, so a
+        client that reads the log straight after its response can be ahead of it."""
+        deadline = time.monotonic() + timeout_s
+        log = self.log_text()
+        while text not in log and time.monotonic() < deadline:
+            time.sleep(0.05)
+            log = self.log_text()
+        return log
+
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM (graceful drain), then SIGKILL if it lingers; returns the exit code."""
         if self.process.poll() is None:

@@ -28,7 +28,7 @@ def test_websocket_query_key_never_reaches_the_log(keyed_server):
     accepted = asyncio.run(first_message(f"{base}?api_key={API_KEYS[0]}&language=en"))
     refused = asyncio.run(first_message(f"{base}?api_key=guessed-secret-value"))
     assert accepted["type"] == "ready" and refused["code"] == "unauthorized"
-    log = keyed_server.log_text()
+    log = keyed_server.log_with("WebSocket")
     assert "WebSocket" in log  # uvicorn's own handshake lines are there, with the query redacted
     for secret in (API_KEYS[0], "guessed-secret-value", "api_key="):
         assert secret not in log

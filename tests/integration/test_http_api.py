@@ -142,7 +142,7 @@ def test_request_id_is_echoed_and_logged(server):
     request_id = response.headers["x-request-id"]
     own = httpx.get(f"{server.url}/healthz", headers={"X-Request-ID": "trace-42"})
     assert own.headers["x-request-id"] == "trace-42"
-    log = server.log_text()
+    log = server.log_with(f"request_id={request_id}")
     line = next(line for line in log.splitlines() if f"request_id={request_id}" in line)
     for key in ("method=POST", "path=/v1/audio/transcriptions", "status=200", "audio_s=0.298", "queue_ms=",
                 "total_ms="):

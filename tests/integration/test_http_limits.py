@@ -152,7 +152,7 @@ def test_client_that_disconnects_gets_its_job_cancelled(limited_server):
     while metric(url, "asr_cancelled_jobs_total") == before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert metric(url, "asr_cancelled_jobs_total") == before + 1
-    assert "status=499" in limited_server.log_text()
+    assert "status=499" in limited_server.log_with("status=499")
     assert transcribe(url, steps=1).status_code == 200
 
 
