@@ -271,7 +271,7 @@ def test_aligned_positions_train_and_decode_at_the_same_positions(tmp_path: Path
 
     # Training prefills a clip at the positions the loaded checkpoint's row start gives the same audio.
     trainer = loop.trainer
-    features = torch.as_tensor(np.asarray(loop.feats.features[:3]))
+    features = torch.from_numpy(np.array(loop.feats.features[:3]))  # a copy: the cache is a read-only memmap
     ids, layout = trainer.prompt(3, None)
     with torch.no_grad():
         projected = trainer.project(features)
