@@ -158,6 +158,12 @@ def save_checkpoint(out: Path, parts: ModelParts, config: AsrConfig, model_card:
     (plain.to(dtype) if dtype else plain).save_pretrained(str(paths.backbone))
     parts.tokenizer.save_pretrained(str(paths.backbone))
     paths.adapter.mkdir(parents=True, exist_ok=True)
+    # peft names the adapter's base after the directory the backbone was loaded from (a run's --init-from),
+    # filling it in on save from the model's `name_or_path` when the config has none. In this layout the base
+    # is always the backbone beside the adapter, so both are cleared and the adapter names no base.
+    base.name_or_path = ""
+    for lora_config in parts.backbone.peft_config.values():
+        lora_config.base_model_name_or_path = None
     parts.backbone.save_pretrained(str(paths.adapter / LORA_DIR))
     state = {k: (v.half() if half else v).contiguous() for k, v in parts.projector.state_dict().items()}
     save_file(state, str(paths.adapter / PROJECTOR_FILE))

@@ -334,6 +334,8 @@ def test_a_run_adds_context_layers_to_a_trained_projector_and_serves_them(tmp_pa
     context = {**TINY["dims_override"], "context_layers": 1, "context_ffn": 32}
     grown = train(_config(tmp_path / "grown", encoded, max_steps=2, init_from=plain, dims_override=context),
                   argv=["train"])
+    lora = json.loads((grown / "adapter" / "lora" / "adapter_config.json").read_text(encoding="utf-8"))
+    assert lora["base_model_name_or_path"] is None  # not the --init-from directory it started from
     spec = json.loads((grown / "adapter" / "projector.json").read_text(encoding="utf-8"))
     assert spec["context_layers"] == 1 and spec["context_heads"] == 4
     saved = load_file(str(grown / "adapter" / "projector.safetensors"))
